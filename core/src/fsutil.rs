@@ -1,0 +1,128 @@
+//! File system helpers: I/O errors that carry their path, and atomic
+//! writes (a temp file in the same directory, fsync, rename, fsync of the
+//! directory) so a reader sees the old file or the new one, never half.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// An I/O error and the path it happened on.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} `{path}`: {source}")]
+pub struct PathError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+impl PathError {
+    pub fn new(action: &'static str, path: &Path, source: io::Error) -> Self {
+        PathError {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Attaches a path and an action to I/O results.
+pub trait IoResultExt<T> {
+    fn at(self, action: &'static str, path: &Path) -> Result<T, PathError>;
+}
+
+impl<T> IoResultExt<T> for io::Result<T> {
+    fn at(self, action: &'static str, path: &Path) -> Result<T, PathError> {
+        self.map_err(|source| PathError::new(action, path, source))
+    }
+}
+
+/// A temp file in `dir`, named so a crashed writer's leftovers are easy to
+/// recognise (`.tmp-…`) and never mistaken for content.
+pub fn temp_file_in(dir: &Path) -> Result<tempfile::NamedTempFile, PathError> {
+    tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .at("cannot create a temp file in", dir)
+}
+
+/// Fsyncs a directory so a rename in it survives a power loss.
+pub fn sync_dir(dir: &Path) -> Result<(), PathError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .at("cannot sync directory", dir)
+}
+
+/// Moves a finished temp file into place: fsync, rename over `dest`, fsync
+/// the directory.
+pub fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<(), PathError> {
+    tmp.as_file().sync_all().at("cannot sync", tmp.path())?;
+    tmp.persist(dest)
+        .map_err(|e| e.error)
+        .at("cannot rename into", dest)?;
+    sync_dir(dest.parent().unwrap_or(Path::new(".")))
+}
+
+/// Like [`persist`] but never replaces an existing `dest`; returns false
+/// (and drops the temp file) when `dest` already exists.
+pub fn persist_new(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<bool, PathError> {
+    tmp.as_file().sync_all().at("cannot sync", tmp.path())?;
+    match tmp.persist_noclobber(dest) {
+        Ok(_) => {
+            sync_dir(dest.parent().unwrap_or(Path::new(".")))?;
+            Ok(true)
+        }
+        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e.error).at("cannot rename into", dest),
+    }
+}
+
+/// Writes `bytes` to `dest` atomically.
+pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<(), PathError> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let mut tmp = temp_file_in(dir)?;
+    tmp.write_all(bytes).at("cannot write", tmp.path())?;
+    persist(tmp, dest)
+}
+
+/// Creates `dir` and its parents, fsyncing each directory it created and
+/// the parent of the topmost, so the new entries survive a power loss.
+pub fn create_dir_all_synced(dir: &Path) -> Result<(), PathError> {
+    let mut missing = Vec::new();
+    let mut cur = dir;
+    while !cur.exists() {
+        missing.push(cur.to_owned());
+        match cur.parent() {
+            Some(p) if !p.as_os_str().is_empty() => cur = p,
+            _ => break,
+        }
+    }
+    fs::create_dir_all(dir).at("cannot create directory", dir)?;
+    for d in missing.iter().rev() {
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_writes_replace_and_noclobber_keeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("a/b/file");
+        create_dir_all_synced(dest.parent().unwrap()).unwrap();
+        write_atomic(&dest, b"one").unwrap();
+        write_atomic(&dest, b"two").unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"two");
+        let mut tmp = temp_file_in(dest.parent().unwrap()).unwrap();
+        tmp.write_all(b"three").unwrap();
+        assert!(!persist_new(tmp, &dest).unwrap());
+        assert_eq!(fs::read(&dest).unwrap(), b"two");
+        let leftovers: Vec<_> = fs::read_dir(dest.parent().unwrap()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "the temp file is gone");
+    }
+}

@@ -1,0 +1,407 @@
+//! The repository: a tree of plain files that a directory, a static HTTP
+//! server or an S3 bucket can hold, the same layout on every backend.
+//!
+//! ```text
+//! repo.toml                               channel policies
+//! blobs/sha256/<2 hex>/<64 hex>.tar.zst   artifacts, content-addressed, immutable
+//! channels/<channel>/<package>.json       a channel's index of one package
+//! ```
+//!
+//! Readers need only GET. Writers go through a [`Backend`]: blobs are put
+//! only when absent and appear atomically; indexes change only through
+//! [`Backend::update`], a compare-and-swap, so concurrent publishers never
+//! lose an entry.
+
+mod config;
+mod fs;
+mod index;
+
+use std::io::Read;
+
+pub use config::{ChannelPolicy, NEW_REPO_TOML, RepoConfig};
+pub use fs::FsBackend;
+pub use index::{ChannelIndex, INDEX_FORMAT, ReleaseEntry};
+
+use crate::digest::is_sha256_hex;
+use crate::fsutil::PathError;
+use crate::name::{self, InvalidName};
+use crate::{Diagnose, Fault};
+
+/// The repository's policy file, which also marks a directory as a repository.
+pub const REPO_TOML: &str = "repo.toml";
+
+/// The key of an artifact blob.
+pub fn blob_key(sha256: &str) -> String {
+    format!("blobs/sha256/{}/{sha256}.tar.zst", &sha256[..2])
+}
+
+/// The key of a channel's index of one package.
+pub fn index_key(channel: &str, package: &str) -> String {
+    format!("channels/{channel}/{package}.json")
+}
+
+/// Why a repository operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("unsupported repository `{url}`: {reason}")]
+    UnsupportedUrl { url: String, reason: String },
+    #[error(
+        "`{path}` exists but is not a berth repository: it is not empty and has no `{REPO_TOML}`"
+    )]
+    NotARepository { path: String },
+    #[error("there is no berth repository at `{path}`")]
+    NoRepository { path: String },
+    #[error("`{path}` is not a berth repository directory: it is a file")]
+    NotADirectory { path: String },
+    #[error("`{key}` in `{repo}` is invalid: {reason}")]
+    Invalid {
+        repo: String,
+        key: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Name(#[from] InvalidName),
+    #[error(transparent)]
+    Io(#[from] PathError),
+    #[error("the update was abandoned")]
+    Aborted,
+    #[error("`{key}` in `{repo}` disappeared while it was being used: {reason}")]
+    Vanished {
+        repo: String,
+        key: String,
+        reason: String,
+    },
+}
+
+impl Diagnose for RepoError {
+    fn fault(&self) -> Fault {
+        match self {
+            RepoError::Io(_)
+            | RepoError::Invalid { .. }
+            | RepoError::Vanished { .. }
+            | RepoError::Aborted => Fault::Failure,
+            _ => Fault::Input,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            RepoError::UnsupportedUrl { .. } => Some(
+                "give a directory path or a `file:///absolute/path` URL".into(),
+            ),
+            RepoError::NotARepository { .. } | RepoError::NotADirectory { .. } => Some(
+                "point `--repo` at an existing repository, or at a missing or empty directory for `packager publish` to create one".into(),
+            ),
+            RepoError::NoRepository { .. } => Some(
+                "check `--repo`; `packager publish` creates a repository in a missing or empty directory".into(),
+            ),
+            RepoError::Name(e) => Some(e.hint().into()),
+            RepoError::Invalid { .. } => Some(
+                "the repository was changed by hand or by another tool; restore the file from a backup or fix it".into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// The read-modify-write step of [`Backend::update`]: current content in,
+/// new content (or `None` for no change) out.
+pub type UpdateFn<'a> = dyn FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>, RepoError> + 'a;
+
+/// Storage for a repository. Keys are `/`-separated paths from the root.
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// Where the repository is, for messages.
+    fn location(&self) -> String;
+    /// The whole content of a small object (repo.toml, an index).
+    fn read(&self, key: &str) -> Result<Option<Vec<u8>>, RepoError>;
+    /// A stream of an object's content (a blob).
+    fn open(&self, key: &str) -> Result<Option<Box<dyn Read + Send>>, RepoError>;
+    /// The size of an object, or `None` when it does not exist.
+    fn size(&self, key: &str) -> Result<Option<u64>, RepoError>;
+    /// Streams `data` into `key` unless `key` exists; the object appears
+    /// whole or not at all. Returns whether it was written.
+    fn put_new(&self, key: &str, data: &mut dyn Read) -> Result<bool, RepoError>;
+    /// Compare-and-swap of a small object: `f` sees the current content and
+    /// returns the new one (`None` leaves it as it is). The write happens only
+    /// if nobody else wrote in between; `f` may be called again to retry.
+    /// Returns whether it wrote.
+    fn update(&self, key: &str, f: &mut UpdateFn<'_>) -> Result<bool, RepoError>;
+    /// Deletes an object; a missing one is not an error.
+    fn delete(&self, key: &str) -> Result<(), RepoError>;
+    /// Every key under `prefix`, sorted.
+    fn list(&self, prefix: &str) -> Result<Vec<String>, RepoError>;
+    /// Holds off every other writer's [`Backend::update`] until dropped: gc
+    /// sweeps blobs under it so no index can start referencing one it
+    /// deletes. Not to be held while calling `update` on the same backend.
+    fn lock(&self) -> Result<Box<dyn Send>, RepoError>;
+}
+
+/// A repository opened on a backend, with its policies read.
+#[derive(Debug)]
+pub struct Repository {
+    backend: Box<dyn Backend>,
+    config: RepoConfig,
+}
+
+/// How a repository location was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Open {
+    /// It must exist.
+    Existing,
+    /// Create it when the location is missing or empty.
+    CreateIfMissing,
+}
+
+impl Repository {
+    /// Opens the repository at `url` (a path or `file://` URL). With
+    /// [`Open::CreateIfMissing`] a missing or empty directory becomes a new
+    /// repository; the second value says whether that happened.
+    pub fn open(url: &str, how: Open) -> Result<(Repository, bool), RepoError> {
+        let path = local_path(url)?;
+        let (backend, created) = FsBackend::open(&path, how)?;
+        let backend: Box<dyn Backend> = Box::new(backend);
+        let config = match backend.read(REPO_TOML)? {
+            Some(bytes) => RepoConfig::parse(&bytes).map_err(|reason| RepoError::Invalid {
+                repo: backend.location(),
+                key: REPO_TOML.into(),
+                reason,
+            })?,
+            None => {
+                return Err(RepoError::NoRepository {
+                    path: backend.location(),
+                });
+            }
+        };
+        Ok((Repository { backend, config }, created))
+    }
+
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    /// The channels that hold at least one index, sorted.
+    pub fn channels(&self) -> Result<Vec<String>, RepoError> {
+        let mut out: Vec<String> = self
+            .backend
+            .list("channels/")?
+            .iter()
+            .filter_map(|k| parse_index_key(k).map(|(c, _)| c.to_owned()))
+            .collect();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Every (channel, package) that has an index, sorted.
+    pub fn indexes(&self) -> Result<Vec<(String, String)>, RepoError> {
+        Ok(self
+            .backend
+            .list("channels/")?
+            .iter()
+            .filter_map(|k| parse_index_key(k).map(|(c, p)| (c.to_owned(), p.to_owned())))
+            .collect())
+    }
+
+    /// A channel's index of a package, if it has one.
+    pub fn index(&self, channel: &str, package: &str) -> Result<Option<ChannelIndex>, RepoError> {
+        name::check_channel(channel)?;
+        name::check_package_name(package)?;
+        let key = index_key(channel, package);
+        match self.backend.read(&key)? {
+            None => Ok(None),
+            Some(bytes) => self.parse_index(&key, &bytes, channel, package).map(Some),
+        }
+    }
+
+    fn parse_index(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        channel: &str,
+        package: &str,
+    ) -> Result<ChannelIndex, RepoError> {
+        ChannelIndex::parse(bytes, channel, package).map_err(|reason| RepoError::Invalid {
+            repo: self.location(),
+            key: key.to_owned(),
+            reason,
+        })
+    }
+
+    /// Changes a channel's index of a package by compare-and-swap: `f` gets
+    /// the current index (a new empty one for a first publish) and returns
+    /// whether it changed it; a changed index gets the next sequence number
+    /// and is written only if no other writer got in first, else `f` runs
+    /// again on the newer index. Returns the index as written (or as found,
+    /// when `f` changed nothing) and whether it was written.
+    pub fn update_index<E: From<RepoError>>(
+        &self,
+        channel: &str,
+        package: &str,
+        f: &mut dyn FnMut(&mut ChannelIndex) -> Result<bool, E>,
+    ) -> Result<(ChannelIndex, bool), E> {
+        name::check_channel(channel).map_err(RepoError::from)?;
+        name::check_package_name(package).map_err(RepoError::from)?;
+        let key = index_key(channel, package);
+        let mut result = None;
+        // The backend's closure speaks RepoError; the caller's own error
+        // waits here while the backend unwinds.
+        let mut refused: Option<E> = None;
+        let wrote = self.backend.update(&key, &mut |current| {
+            let mut index = match current {
+                Some(bytes) => self.parse_index(&key, bytes, channel, package)?,
+                None => ChannelIndex::new(channel, package),
+            };
+            let changed = match f(&mut index) {
+                Ok(changed) => changed,
+                Err(e) => {
+                    refused = Some(e);
+                    return Err(RepoError::Aborted);
+                }
+            };
+            let bytes = if changed {
+                index.sequence += 1;
+                index.updated = jiff::Timestamp::now();
+                index.sort();
+                Some(index.to_json())
+            } else {
+                None
+            };
+            result = Some(index);
+            Ok(bytes)
+        });
+        if let Some(e) = refused {
+            return Err(e);
+        }
+        let wrote = wrote?;
+        let index = result.expect("update calls its closure at least once");
+        Ok((index, wrote))
+    }
+
+    /// Every channel's entry for one release, sorted by channel.
+    pub fn find_release(
+        &self,
+        package: &str,
+        version: &str,
+        build: u64,
+    ) -> Result<Vec<(String, ReleaseEntry)>, RepoError> {
+        let mut found = Vec::new();
+        for (channel, p) in self.indexes()? {
+            if p != package {
+                continue;
+            }
+            if let Some(index) = self.index(&channel, &p)?
+                && let Some(e) = index.get(version, build)
+            {
+                found.push((channel, e.clone()));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Whether the blob of `sha256` is in the repository.
+    pub fn has_blob(&self, sha256: &str) -> Result<bool, RepoError> {
+        Ok(self.backend.size(&blob_key(sha256))?.is_some())
+    }
+
+    /// Stores a blob unless it is there; `data` must hash to `sha256` (the
+    /// caller checked). Returns whether it was written.
+    pub fn put_blob(&self, sha256: &str, data: &mut dyn Read) -> Result<bool, RepoError> {
+        assert!(is_sha256_hex(sha256), "blob keys are sha256 digests");
+        self.backend.put_new(&blob_key(sha256), data)
+    }
+
+    /// A stream of the blob of `sha256`.
+    pub fn open_blob(&self, sha256: &str) -> Result<Option<Box<dyn Read + Send>>, RepoError> {
+        self.backend.open(&blob_key(sha256))
+    }
+
+    /// Every blob's digest, sorted.
+    pub fn blobs(&self) -> Result<Vec<String>, RepoError> {
+        Ok(self
+            .backend
+            .list("blobs/sha256/")?
+            .iter()
+            .filter_map(|k| {
+                let name = k.rsplit('/').next()?;
+                let sha = name.strip_suffix(".tar.zst")?;
+                (is_sha256_hex(sha) && blob_key(sha) == *k).then(|| sha.to_owned())
+            })
+            .collect())
+    }
+}
+
+/// `channels/<channel>/<package>.json` to (channel, package); anything else
+/// (signatures, stray files) is `None`.
+fn parse_index_key(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix("channels/")?;
+    let (channel, file) = rest.split_once('/')?;
+    let package = file.strip_suffix(".json")?;
+    (name::check_channel(channel).is_ok() && name::check_package_name(package).is_ok())
+        .then_some((channel, package))
+}
+
+/// The directory a `--repo` value names: a path, or a `file://` URL with an
+/// absolute path.
+fn local_path(url: &str) -> Result<std::path::PathBuf, RepoError> {
+    if let Some(rest) = url.strip_prefix("file://") {
+        if !rest.starts_with('/') {
+            return Err(RepoError::UnsupportedUrl {
+                url: url.into(),
+                reason: "a file:// URL needs an absolute path, e.g. `file:///srv/berth`".into(),
+            });
+        }
+        return Ok(rest.into());
+    }
+    if let Some((scheme, _)) = url.split_once("://") {
+        return Err(RepoError::UnsupportedUrl {
+            url: url.into(),
+            reason: format!(
+                "the `{scheme}://` scheme is not supported by this version of berth, only local directories"
+            ),
+        });
+    }
+    if url.is_empty() {
+        return Err(RepoError::UnsupportedUrl {
+            url: url.into(),
+            reason: "the location is empty".into(),
+        });
+    }
+    Ok(url.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_urls() {
+        let sha = "ab".repeat(32);
+        assert_eq!(blob_key(&sha), format!("blobs/sha256/ab/{sha}.tar.zst"));
+        assert_eq!(
+            parse_index_key("channels/staging/webapp.json"),
+            Some(("staging", "webapp"))
+        );
+        assert_eq!(
+            parse_index_key("channels/staging/webapp.json.minisig"),
+            None
+        );
+        assert_eq!(parse_index_key("channels/Bad/webapp.json"), None);
+        assert_eq!(
+            local_path("file:///srv/r").unwrap(),
+            std::path::PathBuf::from("/srv/r")
+        );
+        assert!(local_path("file://srv/r").is_err());
+        assert!(local_path("ftp://x").is_err());
+        assert_eq!(
+            local_path("rel/dir").unwrap(),
+            std::path::PathBuf::from("rel/dir")
+        );
+    }
+}

@@ -1,0 +1,246 @@
+//! Argument definitions (with the examples `--help` shows) and the error
+//! printer: `error:`, the cause chain, then `hint:`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use berth_core::Diagnose;
+use clap::{Parser, Subcommand};
+
+use crate::commands;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "packager",
+    version,
+    about = "Build, publish and promote berth artifacts",
+    long_about = "Build, publish and promote berth artifacts.\n\n\
+        `packager` runs in CI: it builds a reproducible tar+zstd artifact from an \
+        application's package.toml, publishes it into a channel of a repository and \
+        promotes the very same bytes from channel to channel.",
+    after_help = "Exit codes: 0 ok or unchanged, 1 failed, 2 bad usage or input.\n\n\
+        Examples:\n  \
+        packager init\n  \
+        packager build --build \"$BUILD_NUMBER\" --out dist/\n  \
+        packager publish dist/webapp_1.4.2+173.tar.zst --repo /srv/berth --channel staging\n  \
+        packager promote webapp@1.4.2+173 --from staging --to production --repo /srv/berth"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented package.toml to start from
+    #[command(after_help = "Examples:\n  \
+        packager init\n  \
+        packager init services/api --name api")]
+    Init {
+        /// The application's directory
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The package name (default: the directory's name)
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace an existing package.toml
+        #[arg(long)]
+        force: bool,
+    },
+    /// Build the artifact described by DIR/package.toml
+    #[command(
+        after_help = "The build number comes from --build, else BUILD_NUMBER (Jenkins), else \
+        CI_PIPELINE_IID (GitLab). [source] is filled from GIT_COMMIT / CI_COMMIT_SHA / GITHUB_SHA \
+        (or `git rev-parse HEAD`). Entries are sorted, owned by root and dated \
+        SOURCE_DATE_EPOCH (or 0): the same tree gives the same sha256.\n\n\
+        Prints `SHA256  PATH` on stdout (the format of sha256sum).\n\n\
+        Examples:\n  \
+        packager build --build 173\n  \
+        BUILD_NUMBER=173 packager build examples/webapp --out dist/\n  \
+        packager build --build 173 --json | jq -r .artifact"
+    )]
+    Build {
+        /// The directory holding package.toml
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The build number, a whole number from 1 up
+        #[arg(long, value_name = "N")]
+        build: Option<String>,
+        /// Where to write the artifact
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check an artifact's structure, manifest and every file's digest
+    #[command(after_help = "Examples:\n  packager verify webapp_1.4.2+173.tar.zst")]
+    Verify {
+        artifact: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish an artifact into a channel of a repository
+    #[command(
+        after_help = "A missing or empty directory becomes a new repository; a channel is \
+        created by its first publish. The blob is uploaded only when absent, so a CI re-run \
+        changes nothing. The same release with different bytes is refused.\n\n\
+        Examples:\n  \
+        packager publish webapp_1.4.2+173.tar.zst --repo /srv/berth --channel staging\n  \
+        BERTH_REPO=file:///srv/berth packager publish webapp_1.4.2+173.tar.zst --channel dev --json"
+    )]
+    Publish {
+        artifact: PathBuf,
+        /// The repository: a directory or a file:// URL
+        #[arg(long, env = "BERTH_REPO", value_name = "PATH_OR_URL")]
+        repo: String,
+        /// The channel to publish into, e.g. staging
+        #[arg(long)]
+        channel: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy a release from one channel to another, same bytes
+    #[command(after_help = "Examples:\n  \
+        packager promote webapp@1.4.2+173 --from staging --to production --repo /srv/berth")]
+    Promote {
+        /// NAME@VERSION+BUILD
+        release: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long, env = "BERTH_REPO", value_name = "PATH_OR_URL")]
+        repo: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark a release in a channel so agents skip it
+    #[command(
+        after_help = "The entry and its artifact stay in the repository; `--undo` clears the mark.\n\n\
+        Examples:\n  \
+        packager yank webapp@1.4.2+173 --channel production --repo /srv/berth\n  \
+        packager yank webapp@1.4.2+173 --channel production --repo /srv/berth --undo"
+    )]
+    Yank {
+        /// NAME@VERSION+BUILD
+        release: String,
+        #[arg(long)]
+        channel: String,
+        #[arg(long, env = "BERTH_REPO", value_name = "PATH_OR_URL")]
+        repo: String,
+        /// Clear the yank mark instead
+        #[arg(long)]
+        undo: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the releases in the repository or in one channel
+    #[command(after_help = "Examples:\n  \
+        packager list --repo /srv/berth\n  \
+        packager list --repo /srv/berth --channel production --json")]
+    List {
+        #[arg(long, env = "BERTH_REPO", value_name = "PATH_OR_URL")]
+        repo: String,
+        #[arg(long)]
+        channel: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a package's releases, or one release with its manifest
+    #[command(after_help = "Examples:\n  \
+        packager show webapp --repo /srv/berth\n  \
+        packager show webapp@1.4.2+173 --repo /srv/berth --json")]
+    Show {
+        /// NAME or NAME@VERSION+BUILD
+        query: String,
+        #[arg(long, env = "BERTH_REPO", value_name = "PATH_OR_URL")]
+        repo: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply retention and delete artifacts no channel references
+    #[command(
+        after_help = "With --keep N (or `keep` for a channel in repo.toml) each channel keeps \
+        the newest N releases of each package that are not yanked; older entries leave the index. \
+        Then every blob no index references is deleted. A blob any channel references is never \
+        deleted.\n\n\
+        Examples:\n  \
+        packager gc --repo /srv/berth --dry-run\n  \
+        packager gc --repo /srv/berth --keep 10"
+    )]
+    Gc {
+        #[arg(long, env = "BERTH_REPO", value_name = "PATH_OR_URL")]
+        repo: String,
+        /// Releases to keep per package in each channel
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        keep: Option<u32>,
+        /// Say what would go, change nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl Command {
+    fn json(&self) -> bool {
+        match self {
+            Command::Init { .. } => false,
+            Command::Build { json, .. }
+            | Command::Verify { json, .. }
+            | Command::Publish { json, .. }
+            | Command::Promote { json, .. }
+            | Command::Yank { json, .. }
+            | Command::List { json, .. }
+            | Command::Show { json, .. }
+            | Command::Gc { json, .. } => *json,
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.command.json();
+    match commands::run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(commands::Failure::Pipe) => ExitCode::SUCCESS,
+        Err(commands::Failure::Op(e)) => {
+            report(&e, json);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Prints `error:` with the cause chain and a `hint:`; with `--json` the
+/// same goes to stdout as an object too, for machines.
+fn report(e: &packager::Error, json: bool) {
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !e.to_string().contains(&text) {
+            causes.push(text);
+        }
+        source = s.source();
+    }
+    let hint = e.hint();
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "error: {e}");
+    for c in &causes {
+        let _ = writeln!(err, "  caused by: {c}");
+    }
+    if let Some(h) = &hint {
+        let _ = writeln!(err, "hint: {h}");
+    }
+    if json {
+        let value = serde_json::json!({
+            "error": e.to_string(),
+            "causes": causes,
+            "hint": hint,
+            "exit_code": e.exit_code(),
+        });
+        let _ = writeln!(std::io::stdout(), "{value}");
+    }
+}

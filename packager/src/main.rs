@@ -1,0 +1,10 @@
+//! The `packager` command line: parses arguments, runs one operation, prints
+//! its report, and maps errors to the documented exit codes.
+
+mod cli;
+mod commands;
+mod progress;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -1,0 +1,89 @@
+//! `packager promote`: copies a release's index entry from one channel to
+//! another. No rebuild, no upload: what reaches the next channel is byte for
+//! byte what the previous one tested.
+
+use berth_core::name::{self, ReleaseId};
+use berth_core::repo::{Open, Repository};
+
+use crate::Error;
+
+#[derive(Debug, Clone)]
+pub struct PromoteOptions {
+    pub release: ReleaseId,
+    pub from: String,
+    pub to: String,
+    pub repo: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct PromoteReport {
+    pub repository: String,
+    pub release: ReleaseId,
+    pub from: String,
+    pub to: String,
+    pub sha256: String,
+    pub changed: bool,
+    pub sequence: u64,
+}
+
+pub fn promote(opts: &PromoteOptions) -> Result<PromoteReport, Error> {
+    name::check_channel(&opts.from)?;
+    name::check_channel(&opts.to)?;
+    if opts.from == opts.to {
+        return Err(Error::SameChannel(opts.from.clone()));
+    }
+    let (repo, _) = Repository::open(&opts.repo, Open::Existing)?;
+    let release = &opts.release;
+    let not_in = || Error::NotInChannel {
+        release: release.clone(),
+        channel: opts.from.clone(),
+    };
+    let source = repo.index(&opts.from, &release.name)?.ok_or_else(not_in)?;
+    let entry = source
+        .get(&release.version, release.build)
+        .ok_or_else(not_in)?
+        .clone();
+    if entry.yanked {
+        return Err(Error::Yanked {
+            release: release.clone(),
+            channel: opts.from.clone(),
+        });
+    }
+    if !repo.has_blob(&entry.sha256)? {
+        return Err(Error::BlobMissing {
+            release: release.clone(),
+            channel: opts.from.clone(),
+            sha256: entry.sha256,
+        });
+    }
+    let (index, changed) = repo.update_index(&opts.to, &release.name, &mut |index| -> Result<
+        bool,
+        Error,
+    > {
+        if let Some(found) = index.get(&release.version, release.build) {
+            if found.sha256 != entry.sha256 {
+                return Err(Error::Immutable {
+                    release: Box::new(release.clone()),
+                    channel: opts.to.clone(),
+                    existing: found.sha256.clone(),
+                    new: entry.sha256.clone(),
+                });
+            }
+            return Ok(false);
+        }
+        let mut promoted = entry.clone();
+        promoted.published = jiff::Timestamp::now();
+        promoted.promoted_from = Some(opts.from.clone());
+        index.releases.push(promoted);
+        Ok(true)
+    })?;
+    Ok(PromoteReport {
+        repository: repo.location(),
+        release: release.clone(),
+        from: opts.from.clone(),
+        to: opts.to.clone(),
+        sha256: entry.sha256,
+        changed,
+        sequence: index.sequence,
+    })
+}
