@@ -1,1 +1,20 @@
+//! End-to-end tests: the real binaries in a hermetic environment. One test
+//! binary lists its modules; `every_test_file_is_listed` guards against a
+//! module file that was written but never compiled.
 
+mod build;
+
+#[test]
+fn every_test_file_is_listed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e");
+    let main = std::fs::read_to_string(dir.join("main.rs")).unwrap();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if let Some(module) = name.strip_suffix(".rs").filter(|m| *m != "main") {
+            assert!(
+                main.contains(&format!("mod {module};")),
+                "tests/e2e/{name} is not listed in tests/e2e/main.rs"
+            );
+        }
+    }
+}
