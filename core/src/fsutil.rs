@@ -40,8 +40,11 @@ impl<T> IoResultExt<T> for io::Result<T> {
 /// A temp file in `dir`, named so a crashed writer's leftovers are easy to
 /// recognise (`.tmp-…`) and never mistaken for content.
 pub fn temp_file_in(dir: &Path) -> Result<tempfile::NamedTempFile, PathError> {
+    // 0666 less the umask, like any file a program creates: artifacts,
+    // blobs and indexes are meant to be read by other users (a web server).
     tempfile::Builder::new()
         .prefix(".tmp-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(dir)
         .at("cannot create a temp file in", dir)
 }

@@ -65,7 +65,7 @@ pub enum Command {
         #[arg(default_value = ".")]
         dir: PathBuf,
         /// The build number, a whole number from 1 up
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", allow_hyphen_values = true)]
         build: Option<String>,
         /// Where to write the artifact
         #[arg(long, value_name = "DIR", default_value = ".")]
@@ -77,7 +77,9 @@ pub enum Command {
     /// Check an artifact's structure, manifest and every file's digest
     #[command(after_help = "Examples:\n  packager verify webapp_1.4.2+173.tar.zst")]
     Verify {
+        /// The artifact file (`NAME_VERSION+BUILD.tar.zst`)
         artifact: PathBuf,
+        /// Print the result as JSON
         #[arg(long)]
         json: bool,
     },
@@ -91,6 +93,7 @@ pub enum Command {
         BERTH_REPO=file:///srv/berth packager publish webapp_1.4.2+173.tar.zst --channel dev --json"
     )]
     Publish {
+        /// The artifact file (`NAME_VERSION+BUILD.tar.zst`)
         artifact: PathBuf,
         /// The repository: a directory or a file:// URL
         #[arg(long, env = "BERTH_REPO", value_name = "PATH_OR_URL")]
@@ -98,6 +101,7 @@ pub enum Command {
         /// The channel to publish into, e.g. staging
         #[arg(long)]
         channel: String,
+        /// Print the result as JSON
         #[arg(long)]
         json: bool,
     },
@@ -107,12 +111,16 @@ pub enum Command {
     Promote {
         /// NAME@VERSION+BUILD
         release: String,
+        /// The channel that holds the release
         #[arg(long)]
         from: String,
+        /// The channel to copy it into
         #[arg(long)]
         to: String,
+        /// The repository: a directory or a file:// URL
         #[arg(long, env = "BERTH_REPO", value_name = "PATH_OR_URL")]
         repo: String,
+        /// Print the result as JSON
         #[arg(long)]
         json: bool,
     },
@@ -126,13 +134,16 @@ pub enum Command {
     Yank {
         /// NAME@VERSION+BUILD
         release: String,
+        /// The channel, e.g. production
         #[arg(long)]
         channel: String,
+        /// The repository: a directory or a file:// URL
         #[arg(long, env = "BERTH_REPO", value_name = "PATH_OR_URL")]
         repo: String,
         /// Clear the yank mark instead
         #[arg(long)]
         undo: bool,
+        /// Print the result as JSON
         #[arg(long)]
         json: bool,
     },
@@ -141,10 +152,13 @@ pub enum Command {
         packager list --repo /srv/berth\n  \
         packager list --repo /srv/berth --channel production --json")]
     List {
+        /// The repository: a directory or a file:// URL
         #[arg(long, env = "BERTH_REPO", value_name = "PATH_OR_URL")]
         repo: String,
+        /// Only this channel
         #[arg(long)]
         channel: Option<String>,
+        /// Print the result as JSON
         #[arg(long)]
         json: bool,
     },
@@ -155,8 +169,10 @@ pub enum Command {
     Show {
         /// NAME or NAME@VERSION+BUILD
         query: String,
+        /// The repository: a directory or a file:// URL
         #[arg(long, env = "BERTH_REPO", value_name = "PATH_OR_URL")]
         repo: String,
+        /// Print the result as JSON
         #[arg(long)]
         json: bool,
     },
@@ -171,6 +187,7 @@ pub enum Command {
         packager gc --repo /srv/berth --keep 10"
     )]
     Gc {
+        /// The repository: a directory or a file:// URL
         #[arg(long, env = "BERTH_REPO", value_name = "PATH_OR_URL")]
         repo: String,
         /// Releases to keep per package in each channel
@@ -179,6 +196,7 @@ pub enum Command {
         /// Say what would go, change nothing
         #[arg(long)]
         dry_run: bool,
+        /// Print the result as JSON
         #[arg(long)]
         json: bool,
     },

@@ -75,6 +75,14 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+fn entries(n: usize) -> String {
+    if n == 1 {
+        "1 entry".into()
+    } else {
+        format!("{n} entries")
+    }
+}
+
 fn short(sha: &str) -> &str {
     &sha[..12.min(sha.len())]
 }
@@ -117,9 +125,9 @@ pub fn run(command: Command) -> Result<(), Failure> {
                 }));
             }
             note(&format!(
-                "built {}: {} entries, {} payload, {} artifact",
+                "built {}: {}, {} payload, {} artifact",
                 r.release,
-                r.files,
+                entries(r.files),
                 human_bytes(r.payload_bytes),
                 human_bytes(r.size)
             ));
@@ -142,10 +150,10 @@ pub fn run(command: Command) -> Result<(), Failure> {
                 }));
             }
             out(&format!(
-                "ok: `{}` is {} ({} entries, {} payload, sha256 {})\n",
+                "ok: `{}` is {} ({}, {} payload, sha256 {})\n",
                 v.path.display(),
                 m.release(),
-                m.files.len(),
+                entries(m.files.len()),
                 human_bytes(m.payload_bytes()),
                 v.sha256
             ))
@@ -286,12 +294,16 @@ pub fn run(command: Command) -> Result<(), Failure> {
             json,
         } => {
             let listed = ops::query::list(&repo, channel.as_deref())?;
-            print_listed(&listed, json)
+            let empty = match &channel {
+                Some(c) => format!("channel `{c}` holds no releases"),
+                None => "the repository holds no releases yet".to_owned(),
+            };
+            print_listed(&listed, json, &empty)
         }
         Command::Show { query, repo, json } => match query.parse::<ReleaseQuery>()? {
             ReleaseQuery::Package(name) => {
                 let listed = ops::query::show_package(&repo, &name)?;
-                print_listed(&listed, json)
+                print_listed(&listed, json, "")
             }
             ReleaseQuery::Exact(release) => {
                 let s = ops::query::show_release(&repo, &release)?;
@@ -358,12 +370,13 @@ fn entry_json(l: &ops::query::Listed) -> Value {
     })
 }
 
-fn print_listed(listed: &[ops::query::Listed], json: bool) -> Result<(), Failure> {
+/// Prints releases as a table (or JSON); `empty` is said when there are none.
+fn print_listed(listed: &[ops::query::Listed], json: bool, empty: &str) -> Result<(), Failure> {
     if json {
         return out_json(&Value::Array(listed.iter().map(entry_json).collect()));
     }
     if listed.is_empty() {
-        note("the repository holds no releases yet");
+        note(empty);
         return Ok(());
     }
     let rows: Vec<[String; 6]> = listed
@@ -464,8 +477,8 @@ fn print_shown(s: &ops::query::Shown, json: bool) -> Result<(), Failure> {
     kv(
         "payload",
         format!(
-            "{} entries, {}",
-            m.files.len(),
+            "{}, {}",
+            entries(m.files.len()),
             human_bytes(m.payload_bytes())
         ),
     );

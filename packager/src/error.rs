@@ -27,11 +27,13 @@ pub enum Error {
 
     #[error("no build number")]
     NoBuildNumber,
-    #[error("invalid build number from `{var}`: {source}")]
+    #[error("invalid build number `{}` in `{var}`: {}", invalid.value, invalid.reason)]
     BuildFromEnv {
         var: &'static str,
-        source: InvalidName,
+        invalid: InvalidName,
     },
+    #[error("SOURCE_DATE_EPOCH is `{value}`, not a whole number of seconds since 1970")]
+    SourceDateEpoch { value: String },
     #[error("the payload directory `{}` does not exist", path.display())]
     PayloadMissing { path: PathBuf },
     #[error("the payload `{}` is not a directory", path.display())]
@@ -50,7 +52,7 @@ pub enum Error {
         target: String,
         reason: String,
     },
-    #[error("the payload holds {} that look{} like secrets: {}", count_files(.paths.len()), if .paths.len() == 1 { "s" } else { "" }, list(.paths))]
+    #[error("the payload holds {}: {}", if .paths.len() == 1 { "a file that looks like a secret".to_owned() } else { format!("{} files that look like secrets", .paths.len()) }, list(.paths))]
     Secrets { paths: Vec<String> },
 
     #[error("channel `{channel}` is promote-only: {release} cannot be published into it directly")]
@@ -65,9 +67,19 @@ pub enum Error {
         new: String,
     },
     #[error("{release} is not in channel `{channel}`")]
-    NotInChannel { release: ReleaseId, channel: String },
+    NotInChannel {
+        release: ReleaseId,
+        channel: String,
+        repo: String,
+    },
     #[error("{release} is yanked in channel `{channel}`")]
-    Yanked { release: ReleaseId, channel: String },
+    Yanked {
+        release: ReleaseId,
+        channel: String,
+        repo: String,
+    },
+    #[error("{release} is in no channel of the repository")]
+    ReleaseNotFound { release: ReleaseId, repo: String },
     #[error("`--from` and `--to` are both `{0}`")]
     SameChannel(String),
     #[error(
@@ -80,16 +92,10 @@ pub enum Error {
     },
     #[error("`{}` already exists", path.display())]
     InitExists { path: PathBuf },
-    #[error("package `{0}` is in no channel of the repository")]
-    UnknownPackage(String),
-}
-
-fn count_files(n: usize) -> String {
-    if n == 1 {
-        "a file".into()
-    } else {
-        format!("{n} files")
-    }
+    #[error("there is no artifact at `{}`", path.display())]
+    ArtifactMissing { path: PathBuf },
+    #[error("package `{package}` is in no channel of the repository")]
+    UnknownPackage { package: String, repo: String },
 }
 
 fn list(paths: &[String]) -> String {
@@ -135,6 +141,9 @@ impl Diagnose for Error {
             Error::NoBuildNumber | Error::BuildFromEnv { .. } => {
                 "pass `--build N`, or set BUILD_NUMBER (Jenkins) or CI_PIPELINE_IID (GitLab) to a whole number from 1 up".into()
             }
+            Error::SourceDateEpoch { .. } => {
+                "unset it (entries are then dated 1970-01-01) or set it to the commit's time: `SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)`".into()
+            }
             Error::PayloadMissing { .. } | Error::PayloadNotDir { .. } => {
                 "build the application first, or set `payload` in [package] to the directory to ship".into()
             }
@@ -152,28 +161,46 @@ impl Diagnose for Error {
             }
             Error::Secrets { paths } => format!(
                 "remove them from the payload, or, if they are meant to ship, allow them by path in package.toml: [package] allow_secrets = [{}]",
-                paths.iter().take(3).map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ")
+                paths.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ")
             ),
-            Error::PromoteOnly { release, .. } => format!(
-                "publish to an earlier channel, then promote: `packager promote {release} --from staging --to CHANNEL` (promote-only channels are set in the repository's repo.toml)"
+            Error::PromoteOnly { release, channel } => format!(
+                "publish to the channel before it, then promote the same bytes, e.g. `packager promote {release} --from staging --to {channel}` (promote-only channels are set in the repository's repo.toml)"
             ),
             Error::Immutable { .. } => {
                 "publish the new build under a new build number (`packager build --build N`)".into()
             }
-            Error::NotInChannel { channel, .. } => format!(
-                "`packager list --repo REPO --channel {channel}` shows what the channel holds"
+            Error::NotInChannel {
+                release,
+                channel,
+                repo,
+            } => format!(
+                "`packager list --repo {repo} --channel {channel}` shows what the channel holds; `packager show {} --repo {repo}` shows where the package is",
+                release.name
             ),
-            Error::Yanked { release, channel } => format!(
-                "undo the yank first if it is safe: `packager yank {release} --channel {channel} --undo`"
+            Error::Yanked {
+                release,
+                channel,
+                repo,
+            } => format!(
+                "undo the yank first if it is safe: `packager yank {release} --channel {channel} --repo {repo} --undo`"
+            ),
+            Error::ReleaseNotFound { release, repo } => format!(
+                "`packager show {} --repo {repo}` lists the releases of the package",
+                release.name
             ),
             Error::SameChannel(_) => "promote between two different channels".into(),
             Error::BlobMissing { .. } => {
                 "the repository lost an artifact; publish it again from the artifact file".into()
             }
+            Error::ArtifactMissing { .. } => {
+                "check the path; `packager build` prints the artifact's path when it finishes".into()
+            }
             Error::InitExists { .. } => {
                 "edit the existing file, or pass `--force` to replace it".into()
             }
-            Error::UnknownPackage(_) => "`packager list --repo REPO` shows what the repository holds".into(),
+            Error::UnknownPackage { repo, .. } => {
+                format!("`packager list --repo {repo}` shows what the repository holds")
+            }
         })
     }
 }

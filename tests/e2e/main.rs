@@ -2,7 +2,22 @@
 //! binary lists its modules; `every_test_file_is_listed` guards against a
 //! module file that was written but never compiled.
 
+// A test that cannot set up its world should stop right there, loudly.
+#![allow(clippy::unwrap_used)]
+
+mod bad_input_build;
+mod bad_input_repo;
 mod build;
+mod channels;
+mod ci_script;
+mod concurrency;
+mod gc;
+mod help;
+mod hooks;
+mod progress;
+mod publish;
+mod repo_support;
+mod verify;
 
 #[test]
 fn every_test_file_is_listed() {

@@ -63,6 +63,8 @@ pub enum RepoError {
     Name(#[from] InvalidName),
     #[error(transparent)]
     Io(#[from] PathError),
+    #[error("`{REPO_TOML}` in `{repo}` is invalid: {reason}")]
+    BadConfig { repo: String, reason: String },
     #[error("the update was abandoned")]
     Aborted,
     #[error("`{key}` in `{repo}` disappeared while it was being used: {reason}")]
@@ -96,6 +98,9 @@ impl Diagnose for RepoError {
                 "check `--repo`; `packager publish` creates a repository in a missing or empty directory".into(),
             ),
             RepoError::Name(e) => Some(e.hint().into()),
+            RepoError::BadConfig { .. } => Some(
+                "fix the file by hand; its keys are described in docs/repository.md".into(),
+            ),
             RepoError::Invalid { .. } => Some(
                 "the repository was changed by hand or by another tool; restore the file from a backup or fix it".into(),
             ),
@@ -161,9 +166,8 @@ impl Repository {
         let (backend, created) = FsBackend::open(&path, how)?;
         let backend: Box<dyn Backend> = Box::new(backend);
         let config = match backend.read(REPO_TOML)? {
-            Some(bytes) => RepoConfig::parse(&bytes).map_err(|reason| RepoError::Invalid {
+            Some(bytes) => RepoConfig::parse(&bytes).map_err(|reason| RepoError::BadConfig {
                 repo: backend.location(),
-                key: REPO_TOML.into(),
                 reason,
             })?,
             None => {

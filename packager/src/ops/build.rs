@@ -3,14 +3,15 @@
 //! every file, and packs `<name>_<version>+<build>.tar.zst` deterministically.
 //! The artifact appears under its final name only once complete.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, mpsc};
 
-use berth_core::archive::{self, PackSources};
+use berth_core::archive::{self, Fingerprint, HashedFile, PackSources};
 use berth_core::digest;
 use berth_core::fsutil::{self, IoResultExt, PathError};
 use berth_core::manifest::{self, Entry, Manifest, Mode, PackageInfo, Source};
@@ -56,6 +57,13 @@ pub fn build(
     let package_path = opts.dir.join(PACKAGE_FILE);
     let package = PackageFile::load(&package_path)?;
     let build = build_number(opts.build.as_deref(), env)?;
+    let mtime = match env("SOURCE_DATE_EPOCH") {
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| Error::SourceDateEpoch { value: v })?,
+        None => 0,
+    };
     let release = ReleaseId::new(
         package.package.name.get_ref(),
         package.package.version.get_ref(),
@@ -94,8 +102,8 @@ pub fn build(
     }
 
     let payload_root = opts.dir.join(package.payload());
-    let files = scan_payload(&payload_root, &package.package.allow_secrets)?;
-    let files = hash_files(&payload_root, files, progress)?;
+    let (files, fingerprints) =
+        scan_and_hash(&payload_root, &package.package.allow_secrets, progress)?;
 
     let manifest = Manifest {
         format: manifest::FORMAT,
@@ -118,13 +126,6 @@ pub fn build(
         reason: e.to_string(),
     })?;
 
-    let mtime = match env("SOURCE_DATE_EPOCH") {
-        Some(v) => v.trim().parse::<u64>().map_err(|_| Error::PayloadEntry {
-            path: "SOURCE_DATE_EPOCH".into(),
-            reason: format!("`{v}` is not a whole number of seconds since 1970"),
-        })?,
-        None => 0,
-    };
     fsutil::create_dir_all_synced(&opts.out_dir)?;
     let artifact = opts.out_dir.join(release.artifact_file_name());
     let tmp = fsutil::temp_file_in(&opts.out_dir)?;
@@ -132,13 +133,43 @@ pub fn build(
         hooks: hook_sources,
         payload_root,
         mtime,
+        fingerprints,
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    let out = std::io::BufWriter::with_capacity(1 << 20, tmp);
-    let (out, packed) = archive::pack(&manifest, &sources, out, threads, progress)?;
-    let tmp = out
-        .into_inner()
-        .map_err(|e| PathError::new("cannot write", &artifact, e.into_error()))?;
+    // One zstd worker per core, up to 8: each worker adds buffers (see
+    // `archive::ZSTD_JOB_SIZE`), and the one thread that reads, checks and
+    // feeds them (about 1 GB/s) could not keep many more busy. The bytes do
+    // not depend on the count.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8) as u32);
+    let sync_file = tmp.as_file().try_clone().at("cannot write", tmp.path())?;
+    let (tmp, packed) = std::thread::scope(|s| -> Result<_, Error> {
+        let (kick, requests) = mpsc::sync_channel::<()>(1);
+        let syncer = s.spawn(move || -> std::io::Result<()> {
+            for () in requests {
+                sync_file.sync_data()?;
+            }
+            Ok(())
+        });
+        let out = SyncAhead {
+            inner: tmp,
+            unsynced: 0,
+            kick,
+        };
+        let out = std::io::BufWriter::with_capacity(1 << 20, out);
+        let packed = archive::pack(&manifest, &sources, out, threads, progress)
+            .map_err(Error::from)
+            .and_then(|(out, packed)| {
+                let out = out
+                    .into_inner()
+                    .map_err(|e| PathError::new("cannot write", &artifact, e.into_error()))?;
+                Ok((out.inner, packed))
+            });
+        // The sender is gone with the writer: the syncer ends after its last
+        // request.
+        let synced = syncer.join().expect("no panics while syncing");
+        let (tmp, packed) = packed?;
+        synced.at("cannot sync", tmp.path())?;
+        Ok((tmp, packed))
+    })?;
     fsutil::persist(tmp, &artifact)?;
     Ok(BuildReport {
         artifact,
@@ -150,13 +181,45 @@ pub fn build(
     })
 }
 
+/// Bytes written between two background `fdatasync` calls of [`SyncAhead`].
+const SYNC_EVERY: u64 = 16 << 20;
+
+/// Writes the artifact's temp file and, every [`SYNC_EVERY`] bytes, asks a
+/// background thread to `fdatasync` it. The build still ends with a full
+/// `fsync` before the rename that publishes the artifact, but by then
+/// little is left to flush: the disk wrote while the CPUs compressed. A
+/// failed background sync fails the build (the kernel may report a write
+/// error to only one `fsync` caller).
+struct SyncAhead<W> {
+    inner: W,
+    unsynced: u64,
+    kick: mpsc::SyncSender<()>,
+}
+
+impl<W: Write> Write for SyncAhead<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.unsynced += n as u64;
+        if self.unsynced >= SYNC_EVERY {
+            self.unsynced = 0;
+            // Full means a sync is already pending, which will cover this.
+            let _ = self.kick.try_send(());
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 fn build_number(flag: Option<&str>, env: Env<'_>) -> Result<u64, Error> {
     if let Some(b) = flag {
         return Ok(name::parse_build(b)?);
     }
     for var in BUILD_VARS {
         if let Some(v) = env(var).filter(|v| !v.trim().is_empty()) {
-            return name::parse_build(&v).map_err(|source| Error::BuildFromEnv { var, source });
+            return name::parse_build(&v).map_err(|invalid| Error::BuildFromEnv { var, invalid });
         }
     }
     Err(Error::NoBuildNumber)
@@ -166,11 +229,18 @@ fn build_number(flag: Option<&str>, env: Env<'_>) -> Result<u64, Error> {
 enum Scanned {
     Dir(Mode),
     Symlink(String),
-    File(Mode, u64),
+    /// The mode and the file's number in the order `on_file` saw it.
+    File(Mode, usize),
 }
 
-/// Walks the payload in sorted order, refusing what must not ship.
-fn scan_payload(root: &Path, allow_secrets: &[String]) -> Result<BTreeMap<String, Scanned>, Error> {
+/// Walks the payload in sorted order, refusing what must not ship. Each
+/// regular file that passes is handed to `on_file` (its number, its path,
+/// its size) as soon as it is found, so that hashing overlaps the walk.
+fn scan_payload(
+    root: &Path,
+    allow_secrets: &[String],
+    on_file: &mut dyn FnMut(usize, PathBuf, u64),
+) -> Result<BTreeMap<String, Scanned>, Error> {
     match fs::metadata(root) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
@@ -187,6 +257,7 @@ fn scan_payload(root: &Path, allow_secrets: &[String]) -> Result<BTreeMap<String
     }
     let mut out = BTreeMap::new();
     let mut secrets = Vec::new();
+    let mut files = 0;
     for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
         let entry = entry.map_err(|e| {
             let path = e.path().unwrap_or(root).to_owned();
@@ -230,7 +301,8 @@ fn scan_payload(root: &Path, allow_secrets: &[String]) -> Result<BTreeMap<String
             }
             Scanned::Symlink(target)
         } else if ft.is_file() {
-            Scanned::File(Mode(mode), meta.len())
+            // Numbered below, once it passed every check.
+            Scanned::File(Mode(mode), 0)
         } else {
             let kind = if ft.is_socket() {
                 "a socket"
@@ -261,6 +333,14 @@ fn scan_payload(root: &Path, allow_secrets: &[String]) -> Result<BTreeMap<String
         {
             secrets.push(rel.clone());
         }
+        let scanned = match scanned {
+            Scanned::File(mode, _) => {
+                on_file(files, entry.into_path(), meta.len());
+                files += 1;
+                Scanned::File(mode, files - 1)
+            }
+            other => other,
+        };
         out.insert(rel, scanned);
     }
     if !secrets.is_empty() {
@@ -298,83 +378,138 @@ fn allowed(rel: &str, allow: &[String]) -> bool {
     })
 }
 
-/// Hashes every regular file, on all cores, and returns the manifest's
-/// `[files]` table.
-fn hash_files(
+/// The manifest's `[files]` table, and each file's fingerprint by path.
+type HashedPayload = (BTreeMap<String, Entry>, HashMap<String, Fingerprint>);
+
+/// Scans the payload (see [`scan_payload`]) and hashes every regular file
+/// on all cores while the scan goes on; returns the manifest's `[files]`
+/// table and each file's fingerprint, with which packing checks that the
+/// file did not change since (see [`archive::Fingerprint`]). A scan error
+/// wins over a read error, as if the scan had come first.
+fn scan_and_hash(
     root: &Path,
-    scanned: BTreeMap<String, Scanned>,
+    allow_secrets: &[String],
     progress: &dyn Progress,
-) -> Result<BTreeMap<String, Entry>, Error> {
-    let files: Vec<(&String, u64)> = scanned
-        .iter()
-        .filter_map(|(rel, s)| match s {
-            Scanned::File(_, size) => Some((rel, *size)),
-            _ => None,
-        })
-        .collect();
-    progress.start("hashing", files.iter().map(|f| f.1).sum());
-    let next = AtomicUsize::new(0);
-    let results: Mutex<BTreeMap<&String, (String, u64)>> = Mutex::new(BTreeMap::new());
+) -> Result<HashedPayload, Error> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
-    let first_error: Mutex<Option<PathError>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((rel, _)) = files.get(i) else { break };
-                    let path = root.join(rel);
-                    let hashed = fs::File::open(&path).and_then(|f| {
-                        digest::sha256_reader(berth_core::progress::ProgressReader::new(
-                            f, progress,
-                        ))
-                    });
-                    match hashed {
-                        Ok(h) => {
-                            results
-                                .lock()
-                                .expect("no panics while hashing")
-                                .insert(rel, h);
+    let (tx, rx) = mpsc::channel::<(usize, PathBuf)>();
+    let rx = Mutex::new(rx);
+    let failed = AtomicBool::new(false);
+    // The total is known only once the scan is over: bytes hashed before
+    // then are held back and reported when the bar starts.
+    let progress = DeferredProgress {
+        inner: progress,
+        pending: Mutex::new(Some(0)),
+    };
+    let (scanned, hashed) = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> Result<Vec<(usize, HashedFile)>, PathError> {
+                    let mut buf = vec![0u8; archive::READ_BUFFER];
+                    let mut done = Vec::new();
+                    loop {
+                        let job = rx.lock().expect("no panics while hashing").recv();
+                        let Ok((i, path)) = job else {
+                            return Ok(done);
+                        };
+                        if failed.load(Ordering::Relaxed) {
+                            continue;
                         }
-                        Err(e) => {
-                            first_error
-                                .lock()
-                                .expect("no panics while hashing")
-                                .get_or_insert(PathError::new("cannot read", &path, e));
-                            next.store(files.len(), Ordering::Relaxed);
-                            break;
+                        match archive::hash_file(&path, &mut buf, &progress) {
+                            Ok(h) => done.push((i, h)),
+                            Err(e) => {
+                                failed.store(true, Ordering::Relaxed);
+                                return Err(PathError::new("cannot read", &path, e));
+                            }
                         }
                     }
-                }
-            });
+                })
+            })
+            .collect();
+        let mut total = 0u64;
+        let scanned = scan_payload(root, allow_secrets, &mut |i, path, size| {
+            // The receiving end is gone only if every worker failed; the
+            // failure is reported below.
+            let _ = tx.send((i, path));
+            total += size;
+        });
+        drop(tx);
+        if scanned.is_err() {
+            failed.store(true, Ordering::Relaxed);
+        } else {
+            progress.start("hashing", total);
         }
+        let hashed: Vec<_> = workers
+            .into_iter()
+            .map(|w| w.join().expect("no panics while hashing"))
+            .collect();
+        (scanned, hashed)
     });
+    let scanned = scanned?;
     progress.finish();
-    if let Some(e) = first_error.into_inner().expect("no panics while hashing") {
-        return Err(e.into());
+    let mut by_number: Vec<Option<HashedFile>> = Vec::new();
+    for done in hashed {
+        for (i, h) in done? {
+            if by_number.len() <= i {
+                by_number.resize(i + 1, None);
+            }
+            by_number[i] = Some(h);
+        }
     }
-    let mut hashes = results.into_inner().expect("no panics while hashing");
+    let mut fingerprints = HashMap::with_capacity(by_number.len());
     let mut out = BTreeMap::new();
-    for (rel, s) in &scanned {
+    for (rel, s) in scanned {
         let entry = match s {
-            Scanned::Dir(mode) => Entry::Dir { mode: *mode },
-            Scanned::Symlink(target) => Entry::Symlink {
-                target: target.clone(),
-            },
-            Scanned::File(mode, _) => {
-                let (sha256, size) = hashes.remove(rel).expect("every file was hashed");
+            Scanned::Dir(mode) => Entry::Dir { mode },
+            Scanned::Symlink(target) => Entry::Symlink { target },
+            Scanned::File(mode, i) => {
+                let h = by_number
+                    .get_mut(i)
+                    .and_then(Option::take)
+                    .expect("every file was hashed");
+                fingerprints.insert(rel.clone(), h.fingerprint);
                 Entry::File {
-                    sha256,
-                    size,
-                    mode: *mode,
+                    sha256: h.sha256,
+                    size: h.size,
+                    mode,
                 }
             }
         };
-        out.insert(rel.clone(), entry);
+        out.insert(rel, entry);
     }
-    Ok(out)
+    Ok((out, fingerprints))
+}
+
+/// Passes progress on once the phase has started, holding back (and then
+/// reporting at once) what was done before its total was known.
+struct DeferredProgress<'a> {
+    inner: &'a dyn Progress,
+    /// Bytes done before `start`; `None` once started.
+    pending: Mutex<Option<u64>>,
+}
+
+impl Progress for DeferredProgress<'_> {
+    fn start(&self, phase: &str, total_bytes: u64) {
+        let mut pending = self.pending.lock().expect("no panics while reporting");
+        self.inner.start(phase, total_bytes);
+        if let Some(done) = pending.take().filter(|&n| n > 0) {
+            self.inner.advance(done);
+        }
+    }
+
+    fn advance(&self, bytes: u64) {
+        let mut pending = self.pending.lock().expect("no panics while reporting");
+        match pending.as_mut() {
+            Some(done) => *done += bytes,
+            None => self.inner.advance(bytes),
+        }
+    }
+
+    fn finish(&self) {
+        self.inner.finish();
+    }
 }
 
 /// `[source]` from CI variables, falling back to git in the package's

@@ -6,6 +6,7 @@ use berth_core::name::{self, ReleaseId};
 use berth_core::repo::{Open, Repository};
 
 use crate::Error;
+use crate::ops::publish::already_there;
 
 #[derive(Debug, Clone)]
 pub struct PromoteOptions {
@@ -37,6 +38,7 @@ pub fn promote(opts: &PromoteOptions) -> Result<PromoteReport, Error> {
     let not_in = || Error::NotInChannel {
         release: release.clone(),
         channel: opts.from.clone(),
+        repo: opts.repo.clone(),
     };
     let source = repo.index(&opts.from, &release.name)?.ok_or_else(not_in)?;
     let entry = source
@@ -47,29 +49,33 @@ pub fn promote(opts: &PromoteOptions) -> Result<PromoteReport, Error> {
         return Err(Error::Yanked {
             release: release.clone(),
             channel: opts.from.clone(),
-        });
-    }
-    if !repo.has_blob(&entry.sha256)? {
-        return Err(Error::BlobMissing {
-            release: release.clone(),
-            channel: opts.from.clone(),
-            sha256: entry.sha256,
+            repo: opts.repo.clone(),
         });
     }
     let (index, changed) = repo.update_index(&opts.to, &release.name, &mut |index| -> Result<
         bool,
         Error,
     > {
-        if let Some(found) = index.get(&release.version, release.build) {
-            if found.sha256 != entry.sha256 {
-                return Err(Error::Immutable {
-                    release: Box::new(release.clone()),
-                    channel: opts.to.clone(),
-                    existing: found.sha256.clone(),
-                    new: entry.sha256.clone(),
-                });
-            }
+        if already_there(index, release, &entry.sha256)? {
             return Ok(false);
+        }
+        // Checked again under the index lock, which gc also holds: a gc
+        // that ran since the first read may have dropped the release from
+        // the source channel and swept its blob; nothing can go between
+        // this check and the write.
+        let still_there = repo
+            .index(&opts.from, &release.name)?
+            .and_then(|i| i.get(&release.version, release.build).cloned())
+            .is_some_and(|e| e.sha256 == entry.sha256);
+        if !still_there {
+            return Err(not_in());
+        }
+        if !repo.has_blob(&entry.sha256)? {
+            return Err(Error::BlobMissing {
+                release: release.clone(),
+                channel: opts.from.clone(),
+                sha256: entry.sha256.clone(),
+            });
         }
         let mut promoted = entry.clone();
         promoted.published = jiff::Timestamp::now();

@@ -2,16 +2,14 @@
 //! adds it to a channel's index by compare-and-swap. A release is immutable:
 //! the same name, version and build with other bytes is refused.
 
-use std::fs::File;
 use std::path::PathBuf;
 
-use berth_core::fsutil::IoResultExt;
 use berth_core::name::{self, ReleaseId};
 use berth_core::progress::{Progress, ProgressReader};
-use berth_core::repo::{Open, ReleaseEntry, RepoConfig, RepoError, Repository};
+use berth_core::repo::{ChannelIndex, Open, ReleaseEntry, RepoConfig, RepoError, Repository};
 
 use crate::Error;
-use crate::ops::verify::verify;
+use crate::ops::verify::{open_artifact, verify};
 
 #[derive(Debug, Clone)]
 pub struct PublishOptions {
@@ -90,17 +88,12 @@ pub fn publish(opts: &PublishOptions, progress: &dyn Progress) -> Result<Publish
             bool,
             Error,
         > {
-            if let Some(found) = index.get(&release.version, release.build) {
-                if found.sha256 != entry.sha256 {
-                    return Err(Error::Immutable {
-                        release: Box::new(release.clone()),
-                        channel: opts.channel.clone(),
-                        existing: found.sha256.clone(),
-                        new: entry.sha256.clone(),
-                    });
-                }
+            if already_there(index, &release, &entry.sha256)? {
                 return Ok(false);
             }
+            // Again under the lock: another publisher of the same release
+            // into another channel may have got in since the first check.
+            check_immutable(&repo, &release, &entry.sha256)?;
             if !repo.has_blob(&entry.sha256)? {
                 return Err(Error::Repo(RepoError::Vanished {
                     repo: repo.location(),
@@ -142,12 +135,31 @@ fn upload(
     if repo.has_blob(sha256)? {
         return Ok(false);
     }
-    let file = File::open(path).at("cannot open artifact", path)?;
+    let file = open_artifact(path)?;
     progress.start("uploading", size);
     let mut reader = ProgressReader::new(file, progress);
     let written = repo.put_blob(sha256, &mut reader);
     progress.finish();
     Ok(written?)
+}
+
+/// Whether `index` already holds `release` with these bytes; the same
+/// release with other bytes is refused, because a release is immutable.
+pub(crate) fn already_there(
+    index: &ChannelIndex,
+    release: &ReleaseId,
+    sha256: &str,
+) -> Result<bool, Error> {
+    match index.get(&release.version, release.build) {
+        None => Ok(false),
+        Some(found) if found.sha256 == sha256 => Ok(true),
+        Some(found) => Err(Error::Immutable {
+            release: Box::new(release.clone()),
+            channel: index.channel.clone(),
+            existing: found.sha256.clone(),
+            new: sha256.to_owned(),
+        }),
+    }
 }
 
 /// Refuses a release whose version and build are already in some channel

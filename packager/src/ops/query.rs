@@ -63,7 +63,10 @@ pub fn show_package(repo: &str, package: &str) -> Result<Vec<Listed>, Error> {
         .filter(|l| l.package == package)
         .collect();
     if found.is_empty() {
-        return Err(Error::UnknownPackage(package.to_owned()));
+        return Err(Error::UnknownPackage {
+            package: package.to_owned(),
+            repo: repo.to_owned(),
+        });
     }
     Ok(found)
 }
@@ -73,9 +76,9 @@ pub fn show_release(repo_url: &str, release: &ReleaseId) -> Result<Shown, Error>
     let (repo, _) = Repository::open(repo_url, Open::Existing)?;
     let channels = repo.find_release(&release.name, &release.version, release.build)?;
     let Some((channel, first)) = channels.first() else {
-        return Err(Error::NotInChannel {
+        return Err(Error::ReleaseNotFound {
             release: release.clone(),
-            channel: "any".into(),
+            repo: repo_url.to_owned(),
         });
     };
     let blob = repo

@@ -21,10 +21,26 @@ pub struct Verified {
     pub size: u64,
 }
 
+/// Opens an artifact the user named; a missing one is bad input.
+pub(crate) fn open_artifact(path: &Path) -> Result<File, Error> {
+    match File::open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::ArtifactMissing {
+            path: path.to_owned(),
+        }),
+        other => Ok(other.at("cannot open artifact", path)?),
+    }
+}
+
 /// Checks the artifact at `path`, streaming it once.
 pub fn verify(path: &Path, progress: &dyn Progress) -> Result<Verified, Error> {
-    let file = File::open(path).at("cannot open artifact", path)?;
+    let file = open_artifact(path)?;
     let len = file.metadata().at("cannot read artifact", path)?.len();
+    if len == 0 {
+        return Err(Error::Artifact {
+            path: path.to_owned(),
+            source: archive::ArchiveError::Empty,
+        });
+    }
     progress.start("verifying", len);
     let mut hashing =
         HashingReader::new(ProgressReader::new(std::io::BufReader::new(file), progress));

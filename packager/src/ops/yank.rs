@@ -32,6 +32,7 @@ pub fn yank(opts: &YankOptions) -> Result<YankReport, Error> {
     let not_in = || Error::NotInChannel {
         release: release.clone(),
         channel: opts.channel.clone(),
+        repo: opts.repo.clone(),
     };
     // Refuse before taking the index lock when it cannot succeed.
     repo.index(&opts.channel, &release.name)?

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# berth's test command, the one README.md shows and .ci/run calls: installs
+# what the tests need (Debian packages, as root, only when missing), then
+# checks formatting and lints, builds the binaries and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Interop peers and tools the end-to-end tests run for real.
+declare -A package_of=(
+    [tar]=tar [zstd]=zstd [git]=git [sha256sum]=coreutils [script]=bsdutils
+    [mkfifo]=coreutils [python3]=python3
+)
+missing=()
+for tool in "${!package_of[@]}"; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "error: the tests need ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "installing cargo-nextest" >&2
+    cargo install --locked cargo-nextest
+fi
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# The end-to-end tests drive the binaries cargo builds here.
+cargo build --workspace --bins --locked
+cargo nextest run --workspace --locked --no-fail-fast
