@@ -2,19 +2,23 @@
 //! `MANIFEST.toml` first, then `hooks/`, then `files/`.
 //!
 //! [`pack`] writes it deterministically (entries in the manifest's sorted
-//! order, owner 0, one mtime, fixed modes), so the same tree gives the same
-//! bytes. [`read`] walks an artifact entry by entry, checking each against
-//! the manifest before and after handing its bytes to a [`Visitor`]; it never
-//! trusts the archive to say where anything goes.
+//! order, owner 0, one mtime, fixed modes, a fixed zstd job size), so the
+//! same tree gives the same bytes on any machine. It reads every payload
+//! file once, hashing exactly the bytes it packs, so the manifest always
+//! matches the artifact. [`read`] walks an artifact entry by entry, checking
+//! each against the manifest before and after handing its bytes to a
+//! [`Visitor`]; it never trusts the archive to say where anything goes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
 
 use sha2::{Digest, Sha256};
 
-use crate::digest::{HashingReader, HashingWriter};
+use crate::digest::HashingReader;
 use crate::manifest::{
     Entry, FILES_DIR, HOOKS_DIR, MANIFEST_PATH, Manifest, ManifestError, Mode, check_entry_path,
     check_symlink_target,
@@ -43,87 +47,26 @@ pub struct PackSources {
     pub payload_root: PathBuf,
     /// The mtime of every entry (`SOURCE_DATE_EPOCH`, or 0).
     pub mtime: u64,
-    /// Fingerprints from [`hash_file`], by payload path (the manifest's
-    /// `[files]` key). A payload file listed here is checked against its
-    /// fingerprint while it is packed; any other file (and every hook) is
-    /// hashed again with SHA-256 and checked against the manifest.
-    pub fingerprints: HashMap<String, Fingerprint>,
 }
 
 /// The artifact that was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packed {
+    /// Lowercase hex SHA-256 of every byte written to the output.
     pub sha256: String,
+    /// Bytes written to the output.
     pub size: u64,
 }
 
-/// A fast 64-bit digest (XXH64) of the bytes of a file, taken by
-/// [`hash_file`] from the very bytes that gave the manifest its SHA-256.
-///
-/// It exists so that [`pack`] need not compute SHA-256 a second time to find
-/// out whether a file changed between hashing and packing. The safety
-/// property kept is: the bytes packed for a file are the bytes whose digest
-/// the manifest holds, or the build fails with [`PackError::Changed`]. Each
-/// file is read twice (once for the manifest, which must come first in the
-/// artifact, once to pack it), and the second read is compared, byte for
-/// byte in effect, with the first: as a fingerprint of everything read, plus
-/// the length (a file that shrank or grew is caught too). For an accidental
-/// change, two different contents share a fingerprint with probability
-/// 2^-64. It is not a defence against someone crafting a collision while the
-/// packer runs, and need not be: whoever can write the payload can change
-/// what gets hashed in the first place, and every consumer of the artifact
-/// checks the SHA-256 of each file against the manifest anyway, so a
-/// mismatch would be refused downstream, never installed.
-///
-/// Comparing metadata instead (size, mtime, ctime, inode) was rejected: it
-/// costs about as many system calls, and it misses a same-size rewrite
-/// within one timestamp tick (the kernel's coarse clock) or through a
-/// writable memory mapping whose page is already dirty.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Fingerprint(u64);
-
-/// What [`hash_file`] learned about a file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HashedFile {
-    /// Lowercase hex SHA-256, for the manifest.
-    pub sha256: String,
-    /// Bytes read.
-    pub size: u64,
-    /// For [`PackSources::fingerprints`].
-    pub fingerprint: Fingerprint,
-}
-
-/// The read buffer [`hash_file`] callers should give it, and what [`pack`]
-/// reads files with: large enough that a system call moves a lot, small
-/// enough to stay in the CPU caches while it is hashed and compressed.
-pub const READ_BUFFER: usize = 256 << 10;
-
-/// Reads the file at `path` once, computing its SHA-256 and size for the
-/// manifest and its [`Fingerprint`] for [`pack`]. `buf` is scratch space
-/// (see [`READ_BUFFER`]), reused across calls to save allocations.
-pub fn hash_file(path: &Path, buf: &mut [u8], progress: &dyn Progress) -> io::Result<HashedFile> {
-    let mut file = File::open(path)?;
-    let mut sha = Sha256::new();
-    let mut xxh = Xxh64::new();
-    let mut size = 0u64;
-    loop {
-        let n = match file.read(buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        sha.update(&buf[..n]);
-        xxh.update(&buf[..n]);
-        size += n as u64;
-        progress.advance(n as u64);
-    }
-    Ok(HashedFile {
-        sha256: crate::digest::hex(&sha.finalize()),
-        size,
-        fingerprint: Fingerprint(xxh.finish()),
-    })
-}
+/// The read buffer for payload files: large enough that a system call
+/// moves a lot, small enough to stay in the CPU caches while it is hashed
+/// and compressed (1 MiB and 64 KiB measured the same).
+const READ_BUFFER: usize = 256 << 10;
+/// The buffers for copying and hashing the payload frame: 1 MiB measured
+/// faster than 256 KiB, and 4 MiB (beyond the L2 cache) twice as slow.
+const COPY_BUFFER: usize = 1 << 20;
+/// How many of them: one being written, one being hashed, one spare.
+const COPY_BUFFERS: usize = 3;
 
 /// Why packing failed.
 #[derive(Debug, thiserror::Error)]
@@ -162,35 +105,172 @@ fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header
     h
 }
 
-/// Writes the artifact for `manifest` to `out`, reading hook and payload
-/// bytes from `sources`. Every file is checked as it streams, against its
-/// fingerprint in `sources` or else against the manifest's SHA-256, so a
-/// tree that changes under the packer is caught (see [`Fingerprint`]).
+/// A zstd encoder with the artifact's settings: [`ZSTD_LEVEL`], a checksum,
+/// and always the multi-threaded mode with [`ZSTD_JOB_SIZE`] jobs, even with
+/// one worker, because its output does not depend on the number of workers.
+fn encoder<W: Write>(out: W, threads: u32) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+    let mut zstd = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
+    zstd.include_checksum(true)?;
+    zstd.multithread(threads.max(1))?;
+    zstd.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_SIZE))?;
+    Ok(zstd)
+}
+
+/// Writes the artifact for `manifest` to `out`, reading every payload file
+/// once, and fills in the manifest's digests from the bytes it packed.
 ///
-/// `threads` is the number of zstd workers; the bytes written do not depend
-/// on it, the memory used does (see [`ZSTD_JOB_SIZE`]).
+/// `manifest` comes from a scan of the payload: `[files]` lists every entry
+/// with, for each regular file, the size and mode found then; the `sha256`
+/// of those files is ignored and, on success, set to the digest of the
+/// bytes packed. `[hook_files]` must already hold the hooks' digests, which
+/// are checked. On failure the digests are left half filled in.
+///
+/// The artifact is one tar stream, written as two zstd frames one after
+/// the other (which every zstd reader decompresses as one stream):
+///
+/// 1. The payload is packed first: the `files/` entry, every payload
+///    entry, then tar's end-of-archive blocks, compressed into `scratch`,
+///    while each file is hashed in the same read. The tar header needs a
+///    file's size before its data, so the manifest's size is written and
+///    exactly that many bytes are read; a file that turns out longer or
+///    shorter (still being written) fails with [`PackError::Changed`].
+/// 2. Then, with every digest known, the first frame: `MANIFEST.toml`,
+///    `hooks/` and each hook (without end-of-archive blocks), written to
+///    `out`, followed by a copy of `scratch`.
+///
+/// So each file's bytes are read once, and the manifest describes exactly
+/// the bytes in the artifact even if the tree changes under the packer;
+/// a file rewritten in place may be packed half old, half new, as `tar`
+/// would, but consistently with its digest.
+///
+/// `scratch` should be an empty file open for reading and writing, best an
+/// anonymous one ([`tempfile::tempfile_in`]) so nothing is ever left
+/// behind; it needs room for the compressed payload. `threads` is the
+/// number of zstd workers: the bytes written do not depend on it, the
+/// memory used does (see [`ZSTD_JOB_SIZE`]). Progress is reported in two
+/// phases: "hashing+packing" the payload's bytes, then "writing" the
+/// artifact.
 pub fn pack<W: Write>(
-    manifest: &Manifest,
+    manifest: &mut Manifest,
     sources: &PackSources,
+    scratch: File,
     out: W,
     threads: u32,
     progress: &dyn Progress,
 ) -> Result<(W, Packed), PackError> {
-    let hashing = HashingWriter::new(out);
-    let mut zstd =
-        zstd::stream::write::Encoder::new(hashing, ZSTD_LEVEL).map_err(PackError::Write)?;
-    zstd.include_checksum(true).map_err(PackError::Write)?;
-    // Always in multi-threaded mode, even with one worker: its output does
-    // not depend on the number of workers, so every machine packs the same
-    // bytes.
-    zstd.multithread(threads.max(1)).map_err(PackError::Write)?;
-    zstd.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_SIZE))
-        .map_err(PackError::Write)?;
-    let mut tar = tar::Builder::new(zstd);
-    let mtime = sources.mtime;
     let w = PackError::Write;
     let mut buf = vec![0u8; READ_BUFFER];
 
+    progress.start("hashing+packing", manifest.payload_bytes());
+    let payload = pack_payload(manifest, sources, &scratch, threads, &mut buf, progress)?;
+    progress.finish();
+    // Every digest is known once the last byte went into the encoder: the
+    // first frame is made while the workers compress the last jobs.
+    let (payload_len, head) = std::thread::scope(|s| {
+        let finishing = s.spawn(|| -> io::Result<u64> {
+            // The end-of-archive blocks, then the end of the frame.
+            let scratch = payload.into_inner()?.finish()?;
+            Ok(scratch.metadata()?.len())
+        });
+        let head = pack_head(manifest, sources, &mut buf);
+        (finishing.join().expect("no panics while compressing"), head)
+    });
+    let payload_len = payload_len.map_err(w)?;
+    let head = head?;
+
+    // The payload frame is read once: each chunk is written out while a
+    // thread hashes it (hashing is the slower), then comes back for reuse.
+    let size = head.len() as u64 + payload_len;
+    progress.start("writing", size);
+    let (written, digest) = std::thread::scope(|s| {
+        let (chunk_tx, chunk_rx) = mpsc::sync_channel::<Arc<Vec<u8>>>(COPY_BUFFERS);
+        let (back_tx, back_rx) = mpsc::sync_channel::<Arc<Vec<u8>>>(COPY_BUFFERS);
+        let hasher = s.spawn(move || {
+            let mut sha = Sha256::new();
+            for chunk in chunk_rx {
+                sha.update(&chunk[..]);
+                // Fails only once the copy is over.
+                let _ = back_tx.send(chunk);
+            }
+            crate::digest::hex(&sha.finalize())
+        });
+        // Owns the channels' ends, so that the hasher ends with it.
+        let copy = move |mut out: W| -> io::Result<W> {
+            let mut chunk = Arc::new(head);
+            let mut offset = 0u64;
+            let mut spare = COPY_BUFFERS;
+            loop {
+                out.write_all(&chunk)?;
+                progress.advance(chunk.len() as u64);
+                if chunk_tx.send(chunk).is_err() {
+                    break;
+                }
+                if offset == payload_len {
+                    break;
+                }
+                let mut buf = if spare > 0 {
+                    spare -= 1;
+                    Vec::with_capacity(COPY_BUFFER)
+                } else {
+                    // The hasher is done with it: this is the only reference.
+                    let back = back_rx.recv().map_err(|_| io::ErrorKind::BrokenPipe)?;
+                    Arc::try_unwrap(back).unwrap_or_default()
+                };
+                buf.resize(COPY_BUFFER, 0);
+                let n = read_at_most(&scratch, &mut buf, offset, payload_len - offset)?;
+                buf.truncate(n);
+                offset += n as u64;
+                chunk = Arc::new(buf);
+            }
+            out.flush()?;
+            Ok(out)
+        };
+        let written = copy(out);
+        (written, hasher.join().expect("no panics while hashing"))
+    });
+    progress.finish();
+    let out = written.map_err(w)?;
+    Ok((
+        out,
+        Packed {
+            sha256: digest,
+            size,
+        },
+    ))
+}
+
+/// Reads from `file` at `offset` into `buf`, at most `left` bytes, at least
+/// one: fewer than `left` left in the file is an error.
+fn read_at_most(file: &File, buf: &mut [u8], offset: u64, left: u64) -> io::Result<usize> {
+    let want = usize::try_from(left).map_or(buf.len(), |n| n.min(buf.len()));
+    loop {
+        match file.read_at(&mut buf[..want], offset) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the packed payload came back shorter than written",
+                ));
+            }
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The first frame (see [`pack`]): `MANIFEST.toml`, then `hooks/` and each
+/// hook, checked against its digest in the manifest; no end-of-archive
+/// blocks. With one worker: it is made while the payload's encoder still
+/// holds its buffers, and is usually smaller than one job anyway.
+fn pack_head(
+    manifest: &Manifest,
+    sources: &PackSources,
+    buf: &mut [u8],
+) -> Result<Vec<u8>, PackError> {
+    let w = PackError::Write;
+    let mut zstd = encoder(Vec::new(), 1).map_err(w)?;
+    let mut tar = tar::Builder::new(&mut zstd);
+    let mtime = sources.mtime;
     let manifest_text = manifest.to_toml();
     let mut h = header(
         tar::EntryType::Regular,
@@ -201,34 +281,60 @@ pub fn pack<W: Write>(
     tar.append_data(&mut h, MANIFEST_PATH, manifest_text.as_bytes())
         .map_err(w)?;
     drop(manifest_text);
-
-    progress.start("packing", manifest.payload_bytes());
     if !manifest.hook_files.is_empty() {
         let mut h = header(tar::EntryType::Directory, 0o755, 0, mtime);
         tar.append_data(&mut h, format!("{HOOKS_DIR}/"), io::empty())
             .map_err(w)?;
         for (name, path) in &sources.hooks {
-            let Some(entry) = manifest.hook_files.get(name) else {
+            let Some(Entry::File { sha256, size, mode }) = manifest.hook_files.get(name) else {
                 continue;
             };
-            append_file(
+            let name = format!("{HOOKS_DIR}/{name}");
+            let digest = append_file(
                 &mut tar,
-                &format!("{HOOKS_DIR}/{name}"),
-                entry,
+                &name,
+                *size,
+                *mode,
                 path,
-                None,
                 mtime,
-                &mut buf,
+                buf,
                 &crate::progress::Silent,
             )?;
+            if &digest != sha256 {
+                return Err(PackError::Changed {
+                    path: path.to_owned(),
+                });
+            }
         }
     }
+    // The end-of-archive blocks are in the payload frame: the tar crate
+    // must not write them here, as it would when finished or dropped.
+    // Forgetting the builder leaks nothing (it holds a reference and flags).
+    std::mem::forget(tar);
+    zstd.finish().map_err(w)
+}
+
+/// Writes the payload's entries (see [`pack`]) through an encoder into
+/// `scratch`, setting the digest of every payload file in `manifest`;
+/// returns the archive to finish: `into_inner` adds the end-of-archive
+/// blocks, the encoder's `finish` ends the frame.
+fn pack_payload<'a>(
+    manifest: &mut Manifest,
+    sources: &PackSources,
+    scratch: &'a File,
+    threads: u32,
+    buf: &mut [u8],
+    progress: &dyn Progress,
+) -> Result<tar::Builder<zstd::stream::write::Encoder<'static, &'a File>>, PackError> {
+    let w = PackError::Write;
+    let mtime = sources.mtime;
+    let mut tar = tar::Builder::new(encoder(scratch, threads).map_err(w)?);
     let mut h = header(tar::EntryType::Directory, 0o755, 0, mtime);
     tar.append_data(&mut h, format!("{FILES_DIR}/"), io::empty())
         .map_err(w)?;
     let mut name = String::new();
     let mut path = sources.payload_root.clone();
-    for (rel, entry) in &manifest.files {
+    for (rel, entry) in &mut manifest.files {
         name.clear();
         name.push_str(FILES_DIR);
         name.push('/');
@@ -241,54 +347,33 @@ pub fn pack<W: Write>(
             }
             Entry::Symlink { target } => {
                 let mut h = header(tar::EntryType::Symlink, 0o777, 0, mtime);
-                tar.append_link(&mut h, &name, target).map_err(w)?;
+                tar.append_link(&mut h, &name, &*target).map_err(w)?;
             }
-            Entry::File { .. } => {
+            Entry::File { sha256, size, mode } => {
                 path.clone_from(&sources.payload_root);
-                path.push(rel);
-                let fingerprint = sources.fingerprints.get(rel).copied();
-                append_file(
-                    &mut tar,
-                    &name,
-                    entry,
-                    &path,
-                    fingerprint,
-                    mtime,
-                    &mut buf,
-                    progress,
-                )?;
+                path.push(rel.as_str());
+                *sha256 = append_file(&mut tar, &name, *size, *mode, &path, mtime, buf, progress)?;
             }
         }
     }
-    progress.finish();
-    let zstd = tar.into_inner().map_err(w)?;
-    let hashing = zstd.finish().map_err(w)?;
-    let (mut out, sha256, size) = hashing.finish();
-    out.flush().map_err(w)?;
-    Ok((out, Packed { sha256, size }))
+    Ok(tar)
 }
 
-/// How a file's bytes are checked while they stream into the artifact.
-enum Check<'a> {
-    Fingerprint(Xxh64, Fingerprint),
-    Sha256(Sha256, &'a str),
-}
-
+/// Appends the regular file at `path` as `name`, with `size` bytes: reads
+/// exactly that many, hashing them as they go into the archive, and
+/// returns their SHA-256. A file with more or fewer bytes is
+/// [`PackError::Changed`].
 #[allow(clippy::too_many_arguments)]
 fn append_file<W: Write>(
     tar: &mut tar::Builder<W>,
     name: &str,
-    entry: &Entry,
+    size: u64,
+    mode: Mode,
     path: &Path,
-    fingerprint: Option<Fingerprint>,
     mtime: u64,
     buf: &mut [u8],
     progress: &dyn Progress,
-) -> Result<(), PackError> {
-    let Entry::File { sha256, size, mode } = entry else {
-        return Ok(());
-    };
-    let size = *size;
+) -> Result<String, PackError> {
     let read_err = |source| PackError::Read {
         path: path.to_owned(),
         source,
@@ -297,10 +382,7 @@ fn append_file<W: Write>(
         path: path.to_owned(),
     };
     let mut file = File::open(path).map_err(read_err)?;
-    let mut check = match fingerprint {
-        Some(f) => Check::Fingerprint(Xxh64::new(), f),
-        None => Check::Sha256(Sha256::new(), sha256),
-    };
+    let mut sha = Sha256::new();
 
     // The tar crate writes the header (after a GNU long-name entry if the
     // name needs one) and, given no data, nothing else; the data and its
@@ -327,10 +409,7 @@ fn append_file<W: Write>(
             return Err(changed());
         }
         let chunk = &buf[..n];
-        match &mut check {
-            Check::Fingerprint(x, _) => x.update(chunk),
-            Check::Sha256(s, _) => s.update(chunk),
-        }
+        sha.update(chunk);
         out.write_all(chunk).map_err(PackError::Write)?;
         progress.advance(n as u64);
         done += n as u64;
@@ -338,129 +417,13 @@ fn append_file<W: Write>(
             break;
         }
     }
-    let same = match check {
-        Check::Fingerprint(x, f) => Fingerprint(x.finish()) == f,
-        Check::Sha256(s, want) => crate::digest::hex(&s.finalize()) == want,
-    };
-    if done != size || !same {
+    if done != size {
         return Err(changed());
     }
     let pad = (512 - size % 512) % 512;
     out.write_all(&[0u8; 512][..pad as usize])
         .map_err(PackError::Write)?;
-    Ok(())
-}
-
-/// XXH64 with seed 0, streaming: the fingerprint of [`Fingerprint`]. The
-/// same function zstd uses for its frame checksum (the tests check it
-/// against the checksum zstd writes).
-#[derive(Clone)]
-struct Xxh64 {
-    acc: [u64; 4],
-    /// Bytes of an incomplete 32-byte stripe.
-    tail: [u8; 32],
-    tail_len: usize,
-    total: u64,
-}
-
-const P1: u64 = 0x9E37_79B1_85EB_CA87;
-const P2: u64 = 0xC2B2_AE3D_27D4_EB4F;
-const P3: u64 = 0x1656_67B1_9E37_79F9;
-const P4: u64 = 0x85EB_CA77_C2B2_AE63;
-const P5: u64 = 0x27D4_EB2F_1656_67C5;
-
-fn xxh_round(acc: u64, input: u64) -> u64 {
-    acc.wrapping_add(input.wrapping_mul(P2))
-        .rotate_left(31)
-        .wrapping_mul(P1)
-}
-
-fn xxh_merge(acc: u64, val: u64) -> u64 {
-    (acc ^ xxh_round(0, val)).wrapping_mul(P1).wrapping_add(P4)
-}
-
-fn le64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    u64::from_le_bytes(a)
-}
-
-impl Xxh64 {
-    fn new() -> Self {
-        Xxh64 {
-            acc: [P1.wrapping_add(P2), P2, 0, P1.wrapping_neg()],
-            tail: [0; 32],
-            tail_len: 0,
-            total: 0,
-        }
-    }
-
-    fn stripe(acc: &mut [u64; 4], s: &[u8]) {
-        acc[0] = xxh_round(acc[0], le64(&s[0..]));
-        acc[1] = xxh_round(acc[1], le64(&s[8..]));
-        acc[2] = xxh_round(acc[2], le64(&s[16..]));
-        acc[3] = xxh_round(acc[3], le64(&s[24..]));
-    }
-
-    fn update(&mut self, mut data: &[u8]) {
-        self.total += data.len() as u64;
-        if self.tail_len > 0 {
-            let take = (32 - self.tail_len).min(data.len());
-            self.tail[self.tail_len..self.tail_len + take].copy_from_slice(&data[..take]);
-            self.tail_len += take;
-            data = &data[take..];
-            if self.tail_len < 32 {
-                return;
-            }
-            let tail = self.tail;
-            Self::stripe(&mut self.acc, &tail);
-            self.tail_len = 0;
-        }
-        let mut stripes = data.chunks_exact(32);
-        for s in &mut stripes {
-            Self::stripe(&mut self.acc, s);
-        }
-        let rest = stripes.remainder();
-        self.tail[..rest.len()].copy_from_slice(rest);
-        self.tail_len = rest.len();
-    }
-
-    fn finish(&self) -> u64 {
-        let [a, b, c, d] = self.acc;
-        let mut h = if self.total >= 32 {
-            let h = a
-                .rotate_left(1)
-                .wrapping_add(b.rotate_left(7))
-                .wrapping_add(c.rotate_left(12))
-                .wrapping_add(d.rotate_left(18));
-            [a, b, c, d].into_iter().fold(h, xxh_merge)
-        } else {
-            P5
-        };
-        h = h.wrapping_add(self.total);
-        let mut rest = &self.tail[..self.tail_len];
-        while rest.len() >= 8 {
-            h ^= xxh_round(0, le64(rest));
-            h = h.rotate_left(27).wrapping_mul(P1).wrapping_add(P4);
-            rest = &rest[8..];
-        }
-        if rest.len() >= 4 {
-            let mut a = [0u8; 4];
-            a.copy_from_slice(&rest[..4]);
-            h ^= u64::from(u32::from_le_bytes(a)).wrapping_mul(P1);
-            h = h.rotate_left(23).wrapping_mul(P2).wrapping_add(P3);
-            rest = &rest[4..];
-        }
-        for &byte in rest {
-            h ^= u64::from(byte).wrapping_mul(P5);
-            h = h.rotate_left(11).wrapping_mul(P1);
-        }
-        h ^= h >> 33;
-        h = h.wrapping_mul(P2);
-        h ^= h >> 29;
-        h = h.wrapping_mul(P3);
-        h ^ (h >> 32)
-    }
+    Ok(crate::digest::hex(&sha.finalize()))
 }
 
 /// Why an artifact was refused.
@@ -809,14 +772,16 @@ mod tests {
     }
 
     const LONG: &str = "a-directory-name-long-enough/that-with-the-file-name/the-path-needs-the-gnu-long-name-extension-of-tar.txt";
+    const BIG: &str = "app/big.js";
 
     /// A payload under `dir` (files spanning several zstd jobs, an empty
     /// file, one of exactly 512 bytes, a name longer than tar's 100 bytes,
-    /// a symlink, a hook), its manifest and its sources.
+    /// a symlink, a hook), its sources, and its manifest as a scan gives it
+    /// to `pack`: sizes and modes, digests still unknown (empty).
     fn fixture(dir: &Path) -> (Manifest, PackSources) {
         let root = dir.join("payload");
         let files: Vec<(&str, Vec<u8>)> = vec![
-            ("app/big.js", bytes(1, 9 << 20, true)),
+            (BIG, bytes(1, 9 << 20, true)),
             ("app/noise.bin", bytes(2, 5 << 20, false)),
             ("app/empty", Vec::new()),
             ("app/block", bytes(3, 512, true)),
@@ -824,21 +789,15 @@ mod tests {
             (LONG, bytes(4, 1000, true)),
         ];
         let mut entries = BTreeMap::new();
-        let mut fingerprints = HashMap::new();
-        let mut buf = vec![0u8; READ_BUFFER];
         for (rel, data) in &files {
             let path = root.join(rel);
             fs::create_dir_all(path.parent().unwrap()).unwrap();
             fs::write(&path, data).unwrap();
-            let h = hash_file(&path, &mut buf, &crate::progress::Silent).unwrap();
-            assert_eq!(h.size, data.len() as u64);
-            assert_eq!(h.sha256, crate::digest::sha256_bytes(data));
-            fingerprints.insert(rel.to_string(), h.fingerprint);
             entries.insert(
                 rel.to_string(),
                 Entry::File {
-                    sha256: h.sha256,
-                    size: h.size,
+                    sha256: String::new(),
+                    size: data.len() as u64,
                     mode: Mode(0o644),
                 },
             );
@@ -898,96 +857,107 @@ mod tests {
             hooks: vec![("health".into(), hook)],
             payload_root: root,
             mtime: 1_700_000_000,
-            fingerprints,
         };
         (manifest, sources)
     }
 
-    fn pack_bytes(manifest: &Manifest, sources: &PackSources, threads: u32) -> (Vec<u8>, Packed) {
-        pack(
-            manifest,
+    fn try_pack(
+        manifest: &Manifest,
+        sources: &PackSources,
+        threads: u32,
+    ) -> Result<(Vec<u8>, Packed, Manifest), PackError> {
+        let mut manifest = manifest.clone();
+        let scratch = tempfile::tempfile().unwrap();
+        let (bytes, packed) = pack(
+            &mut manifest,
             sources,
+            scratch,
             Vec::new(),
             threads,
             &crate::progress::Silent,
-        )
-        .unwrap()
+        )?;
+        Ok((bytes, packed, manifest))
     }
 
-    #[test]
-    fn xxh64_is_zstds_checksum() {
-        let h = |data: &[u8]| {
-            let mut x = Xxh64::new();
-            x.update(data);
-            x.finish()
-        };
-        assert_eq!(h(b""), 0xEF46_DB37_51D8_E999);
-        assert_eq!(h(b"abc"), 0x44BC_2CF5_AD77_0999);
-        // A zstd frame ends with the low 32 bits of the XXH64 of its content.
-        for len in [1, 3, 4, 7, 8, 31, 32, 33, 63, 64, 65, 100, 1000, 100_003] {
-            let data = bytes(len as u64, len, false);
-            let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
-            enc.include_checksum(true).unwrap();
-            enc.write_all(&data).unwrap();
-            let frame = enc.finish().unwrap();
-            let tail: [u8; 4] = frame[frame.len() - 4..].try_into().unwrap();
-            assert_eq!(u32::from_le_bytes(tail), h(&data) as u32, "length {len}");
-            // Fed in pieces of any size, the digest is the same.
-            for step in [1, 5, 31, 32, 33, 4096] {
-                let mut x = Xxh64::new();
-                data.chunks(step).for_each(|c| x.update(c));
-                assert_eq!(x.finish(), h(&data), "length {len}, pieces of {step}");
-            }
-        }
+    fn pack_bytes(
+        manifest: &Manifest,
+        sources: &PackSources,
+        threads: u32,
+    ) -> (Vec<u8>, Packed, Manifest) {
+        try_pack(manifest, sources, threads).unwrap()
+    }
+
+    /// The names of the tar entries in `stream`, tar compressed with zstd.
+    fn entry_names(stream: &[u8]) -> Vec<String> {
+        let mut archive = tar::Archive::new(zstd::stream::read::Decoder::new(stream).unwrap());
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect()
     }
 
     #[test]
     fn packs_deterministically_and_reads_back() {
         let dir = tempfile::tempdir().unwrap();
-        let (manifest, sources) = fixture(dir.path());
-        let (a, packed) = pack_bytes(&manifest, &sources, 2);
-        let (b, _) = pack_bytes(&manifest, &sources, 2);
+        let (skeleton, sources) = fixture(dir.path());
+        let (a, packed, manifest) = pack_bytes(&skeleton, &sources, 2);
+        let (b, _, _) = pack_bytes(&skeleton, &sources, 2);
         assert_eq!(a, b, "the same tree gives the same bytes");
         assert_eq!(packed.size, a.len() as u64);
         assert_eq!(packed.sha256, crate::digest::sha256_bytes(&a));
-        let first = tar::Archive::new(zstd::stream::read::Decoder::new(&a[..]).unwrap())
-            .entries()
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path()
-            .unwrap()
-            .into_owned();
-        assert_eq!(first, Path::new(MANIFEST_PATH));
+        // The digests were filled in from the files.
+        for (rel, entry) in &manifest.files {
+            if let Entry::File { sha256, .. } = entry {
+                let data = fs::read(sources.payload_root.join(rel)).unwrap();
+                assert_eq!(sha256, &crate::digest::sha256_bytes(&data), "{rel}");
+            }
+        }
         assert_eq!(read(&a[..], &mut CheckOnly).unwrap(), manifest);
+        assert_eq!(read_manifest(&a[..]).unwrap(), manifest);
+
+        // Two frames: the manifest and hooks, then the payload and the
+        // end-of-archive blocks.
+        let first = zstd::zstd_safe::find_frame_compressed_size(&a).unwrap();
+        let second = zstd::zstd_safe::find_frame_compressed_size(&a[first..]).unwrap();
+        assert_eq!(first + second, a.len(), "exactly two frames");
+        assert_eq!(
+            entry_names(&a[..first]),
+            [MANIFEST_PATH, "hooks/", "hooks/health"]
+        );
+        let head = zstd::stream::decode_all(&a[..first]).unwrap();
+        assert!(
+            head[head.len() - 1024..].iter().any(|&b| b != 0),
+            "no end-of-archive blocks in the first frame"
+        );
+        let names = entry_names(&a[first..]);
+        assert_eq!(names[0], "files/");
+        assert_eq!(names.len(), 1 + manifest.files.len());
+        assert_eq!(entry_names(&a).len(), 3 + names.len());
     }
 
     #[test]
     fn bytes_do_not_depend_on_the_number_of_workers() {
         let dir = tempfile::tempdir().unwrap();
-        let (manifest, sources) = fixture(dir.path());
+        let (skeleton, sources) = fixture(dir.path());
         // More than three jobs of input, so that workers do overlap.
-        assert!(manifest.payload_bytes() > 3 * u64::from(ZSTD_JOB_SIZE));
-        let (_, one) = pack_bytes(&manifest, &sources, 1);
-        let (_, four) = pack_bytes(&manifest, &sources, 4);
+        assert!(skeleton.payload_bytes() > 3 * u64::from(ZSTD_JOB_SIZE));
+        let (_, one, _) = pack_bytes(&skeleton, &sources, 1);
+        let (_, four, _) = pack_bytes(&skeleton, &sources, 4);
         assert_eq!(one.sha256, four.sha256);
     }
 
-    /// `pack` writes file data itself rather than through the tar crate;
-    /// the bytes must be what the tar crate would have written.
+    /// `pack` writes file data itself rather than through the tar crate,
+    /// and in two frames: decompressed, the bytes must be the tar crate's
+    /// archive of the same entries, and compressed, that archive split
+    /// before `files/` and each part compressed on its own.
     #[test]
     fn bytes_are_those_of_the_tar_crate() {
         let dir = tempfile::tempdir().unwrap();
-        let (manifest, sources) = fixture(dir.path());
-        let (ours, _) = pack_bytes(&manifest, &sources, 2);
+        let (skeleton, sources) = fixture(dir.path());
+        let (ours, _, manifest) = pack_bytes(&skeleton, &sources, 2);
 
-        let mut zstd = zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL).unwrap();
-        zstd.include_checksum(true).unwrap();
-        zstd.multithread(2).unwrap();
-        zstd.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_SIZE))
-            .unwrap();
-        let mut tar = tar::Builder::new(zstd);
+        let mut tar = tar::Builder::new(Vec::new());
         let mtime = sources.mtime;
         let text = manifest.to_toml();
         let mut h = header(tar::EntryType::Regular, 0o644, text.len() as u64, mtime);
@@ -999,6 +969,7 @@ mod tests {
         let data = fs::read(hook).unwrap();
         let mut h = header(tar::EntryType::Regular, 0o755, data.len() as u64, mtime);
         tar.append_data(&mut h, "hooks/health", &data[..]).unwrap();
+        let split = tar.get_ref().len();
         let mut h = header(tar::EntryType::Directory, 0o755, 0, mtime);
         tar.append_data(&mut h, "files/", io::empty()).unwrap();
         for (rel, entry) in &manifest.files {
@@ -1020,56 +991,110 @@ mod tests {
                 }
             }
         }
-        let reference = tar.into_inner().unwrap().finish().unwrap();
+        let archive = tar.into_inner().unwrap();
         assert!(
-            ours == reference,
-            "pack differs from the tar crate's output"
+            zstd::stream::decode_all(&ours[..]).unwrap() == archive,
+            "pack's tar stream differs from the tar crate's"
         );
+        let mut reference = Vec::new();
+        for part in [&archive[..split], &archive[split..]] {
+            let mut zstd = encoder(Vec::new(), 2).unwrap();
+            zstd.write_all(part).unwrap();
+            reference.extend(zstd.finish().unwrap());
+        }
+        assert!(ours == reference, "pack's frames differ");
     }
 
     #[test]
-    fn a_file_changed_since_hashing_is_caught() {
+    fn a_file_whose_size_changed_since_the_scan_is_caught() {
         let dir = tempfile::tempdir().unwrap();
-        let (manifest, mut sources) = fixture(dir.path());
-        let path = sources.payload_root.join("app/big.js");
+        let (skeleton, sources) = fixture(dir.path());
+        let path = sources.payload_root.join(BIG);
         let original = fs::read(&path).unwrap();
-        let changed = |sources: &PackSources| match pack(
-            &manifest,
-            sources,
-            io::sink(),
-            2,
-            &crate::progress::Silent,
-        ) {
+        let changed = |sources: &PackSources| match try_pack(&skeleton, sources, 2) {
             Err(PackError::Changed { path: p }) => assert_eq!(p, path),
             other => panic!("expected a change to be caught, got {other:?}"),
         };
-
-        // The same size, one byte different, deep inside the file.
-        let mut edited = original.clone();
-        edited[5 << 20] ^= 1;
-        fs::write(&path, &edited).unwrap();
-        changed(&sources);
-        // Also without a fingerprint, by SHA-256.
-        let without = PackSources {
-            fingerprints: HashMap::new(),
-            ..sources.clone()
-        };
-        changed(&without);
-
-        // Grown and shrunk.
+        // Grown, by one byte or by a whole read buffer.
         let mut grown = original.clone();
         grown.push(b'\n');
         fs::write(&path, &grown).unwrap();
         changed(&sources);
+        grown.extend(bytes(5, READ_BUFFER, true));
+        fs::write(&path, &grown).unwrap();
+        changed(&sources);
+        // Shrunk, by one byte or to nothing.
         fs::write(&path, &original[..original.len() - 1]).unwrap();
         changed(&sources);
-
-        // A wrong fingerprint is a change too.
-        fs::write(&path, &original).unwrap();
-        pack(&manifest, &sources, io::sink(), 1, &crate::progress::Silent).unwrap();
-        sources
-            .fingerprints
-            .insert("app/big.js".into(), Fingerprint(0));
+        fs::write(&path, b"").unwrap();
         changed(&sources);
+    }
+
+    /// What is hashed is what is packed: a file edited since the scan
+    /// (same size) gets the digest of the bytes packed, not of older ones,
+    /// and the artifact reads back.
+    #[test]
+    fn the_manifest_describes_the_bytes_packed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (skeleton, sources) = fixture(dir.path());
+        let path = sources.payload_root.join(BIG);
+        let (_, _, before) = pack_bytes(&skeleton, &sources, 2);
+        let mut edited = fs::read(&path).unwrap();
+        edited[5 << 20] ^= 1;
+        fs::write(&path, &edited).unwrap();
+        let (artifact, _, after) = pack_bytes(&skeleton, &sources, 2);
+        assert_ne!(before.files[BIG], after.files[BIG]);
+        let Entry::File { sha256, .. } = &after.files[BIG] else {
+            panic!("{BIG} is a file");
+        };
+        assert_eq!(sha256, &crate::digest::sha256_bytes(&edited));
+        assert_eq!(read(&artifact[..], &mut CheckOnly).unwrap(), after);
+    }
+
+    /// A file rewritten in place while it is being read: whatever mix of
+    /// old and new bytes was packed, its digest in the manifest is theirs,
+    /// so the artifact always passes every reader check.
+    #[test]
+    fn a_file_rewritten_while_packing_still_reads_back() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        let dir = tempfile::tempdir().unwrap();
+        let (skeleton, sources) = fixture(dir.path());
+        let path = sources.payload_root.join(BIG);
+        let len = fs::metadata(&path).unwrap().len();
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+                let mut writes = 0u64;
+                let chunk = bytes(6, 64 << 10, false);
+                while !stop.load(Ordering::Relaxed) {
+                    let at = (writes * 7919 * 4096) % (len - chunk.len() as u64);
+                    file.write_all_at(&chunk[..(writes as usize % chunk.len()) + 1], at)
+                        .unwrap();
+                    writes += 1;
+                }
+                writes
+            });
+            for _ in 0..3 {
+                let (artifact, _, manifest) = pack_bytes(&skeleton, &sources, 2);
+                assert_eq!(read(&artifact[..], &mut CheckOnly).unwrap(), manifest);
+            }
+            stop.store(true, Ordering::Relaxed);
+            assert!(writer.join().unwrap() > 0);
+        });
+    }
+
+    #[test]
+    fn a_hook_changed_since_it_was_hashed_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let (skeleton, sources) = fixture(dir.path());
+        let (_, hook) = &sources.hooks[0];
+        // The same size, one byte different.
+        fs::write(hook, b"#!/bin/sh\nexit 1\n").unwrap();
+        match try_pack(&skeleton, &sources, 2) {
+            Err(PackError::Changed { path }) => assert_eq!(&path, hook),
+            other => panic!("expected a change to be caught, got {other:?}"),
+        }
     }
 }

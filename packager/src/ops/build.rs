@@ -1,17 +1,17 @@
 //! `packager build`: reads `package.toml`, scans the payload (refusing what
-//! must not ship: secrets, special files, symlinks that leave it), hashes
-//! every file, and packs `<name>_<version>+<build>.tar.zst` deterministically.
-//! The artifact appears under its final name only once complete.
+//! must not ship: secrets, special files, symlinks that leave it), and packs
+//! `<name>_<version>+<build>.tar.zst` deterministically, hashing every file
+//! in the same read that packs it. The artifact appears under its final
+//! name only once complete.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Condvar, Mutex, mpsc};
 
-use berth_core::archive::{self, Fingerprint, HashedFile, PackSources};
+use berth_core::archive::{self, PackSources};
 use berth_core::digest;
 use berth_core::fsutil::{self, IoResultExt, PathError};
 use berth_core::manifest::{self, Entry, Manifest, Mode, PackageInfo, Source};
@@ -102,10 +102,16 @@ pub fn build(
     }
 
     let payload_root = opts.dir.join(package.payload());
-    let (files, fingerprints) =
-        scan_and_hash(&payload_root, &package.package.allow_secrets, progress)?;
+    // The files' digests are filled in by `archive::pack`, from the bytes
+    // it packs. Git, asked about the source, answers meanwhile.
+    let (files, source) = std::thread::scope(|s| {
+        let scan = s.spawn(|| scan_payload(&payload_root, &package.package.allow_secrets));
+        let source = source_info(&opts.dir, package.source.url.as_deref(), env);
+        (scan.join().expect("no panics while scanning"), source)
+    });
+    let files = files?;
 
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format: manifest::FORMAT,
         package: PackageInfo {
             name: release.name.clone(),
@@ -113,7 +119,7 @@ pub fn build(
             build,
             description: package.package.description.clone(),
         },
-        source: source_info(&opts.dir, package.source.url.as_deref(), env),
+        source,
         install: package.install.get_ref().clone(),
         hooks: hooks.in_artifact(),
         rollback: package.rollback.clone(),
@@ -129,16 +135,19 @@ pub fn build(
     fsutil::create_dir_all_synced(&opts.out_dir)?;
     let artifact = opts.out_dir.join(release.artifact_file_name());
     let tmp = fsutil::temp_file_in(&opts.out_dir)?;
+    // Where the payload is compressed before the manifest can be written:
+    // anonymous, so it vanishes with the process whatever happens.
+    let scratch =
+        tempfile::tempfile_in(&opts.out_dir).at("cannot create a temp file in", &opts.out_dir)?;
     let sources = PackSources {
         hooks: hook_sources,
         payload_root,
         mtime,
-        fingerprints,
     };
     // One zstd worker per core, up to 8: each worker adds buffers (see
-    // `archive::ZSTD_JOB_SIZE`), and the one thread that reads, checks and
-    // feeds them (about 1 GB/s) could not keep many more busy. The bytes do
-    // not depend on the count.
+    // `archive::ZSTD_JOB_SIZE`), and the one thread that reads, hashes and
+    // feeds them could not keep many more busy. The bytes do not depend on
+    // the count.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8) as u32);
     let sync_file = tmp.as_file().try_clone().at("cannot write", tmp.path())?;
     let (tmp, packed) = std::thread::scope(|s| -> Result<_, Error> {
@@ -154,15 +163,10 @@ pub fn build(
             unsynced: 0,
             kick,
         };
-        let out = std::io::BufWriter::with_capacity(1 << 20, out);
-        let packed = archive::pack(&manifest, &sources, out, threads, progress)
+        // `pack` writes in large chunks: no buffering needed.
+        let packed = archive::pack(&mut manifest, &sources, scratch, out, threads, progress)
             .map_err(Error::from)
-            .and_then(|(out, packed)| {
-                let out = out
-                    .into_inner()
-                    .map_err(|e| PathError::new("cannot write", &artifact, e.into_error()))?;
-                Ok((out.inner, packed))
-            });
+            .map(|(out, packed)| (out.inner, packed));
         // The sender is gone with the writer: the syncer ends after its last
         // request.
         let synced = syncer.join().expect("no panics while syncing");
@@ -225,22 +229,10 @@ fn build_number(flag: Option<&str>, env: Env<'_>) -> Result<u64, Error> {
     Err(Error::NoBuildNumber)
 }
 
-/// A payload entry before hashing.
-enum Scanned {
-    Dir(Mode),
-    Symlink(String),
-    /// The mode and the file's number in the order `on_file` saw it.
-    File(Mode, usize),
-}
-
-/// Walks the payload in sorted order, refusing what must not ship. Each
-/// regular file that passes is handed to `on_file` (its number, its path,
-/// its size) as soon as it is found, so that hashing overlaps the walk.
-fn scan_payload(
-    root: &Path,
-    allow_secrets: &[String],
-    on_file: &mut dyn FnMut(usize, PathBuf, u64),
-) -> Result<BTreeMap<String, Scanned>, Error> {
+/// Walks the payload in sorted order, refusing what must not ship, and
+/// returns the manifest's `[files]` table with each regular file's size and
+/// mode as found now and its digest still empty, for `archive::pack`.
+fn scan_payload(root: &Path, allow_secrets: &[String]) -> Result<BTreeMap<String, Entry>, Error> {
     match fs::metadata(root) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
@@ -255,98 +247,200 @@ fn scan_payload(
         }
         Err(e) => return Err(PathError::new("cannot read payload", root, e).into()),
     }
-    let mut out = BTreeMap::new();
+    // Directories are listed and their entries checked on all cores; the
+    // results are then put together in the order of a sequential walk, so
+    // the first refusal reported is the same as one thread would find.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4);
+    let work = Mutex::new(Work {
+        queue: vec![(root.to_owned(), String::new())],
+        busy: 0,
+    });
+    let changed = Condvar::new();
+    let listed = Mutex::new(HashMap::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let mut w = work.lock().expect("no panics while scanning");
+                    let (dir, rel) = loop {
+                        if let Some(next) = w.queue.pop() {
+                            break next;
+                        }
+                        if w.busy == 0 {
+                            return;
+                        }
+                        w = changed.wait(w).expect("no panics while scanning");
+                    };
+                    w.busy += 1;
+                    drop(w);
+                    let (result, subdirs) = list_dir(&dir, &rel, allow_secrets);
+                    listed
+                        .lock()
+                        .expect("no panics while scanning")
+                        .insert(rel, result);
+                    let mut w = work.lock().expect("no panics while scanning");
+                    w.queue.extend(subdirs);
+                    w.busy -= 1;
+                    changed.notify_all();
+                }
+            });
+        }
+    });
+    let mut listed = listed.into_inner().expect("no panics while scanning");
+    let mut files = BTreeMap::new();
     let mut secrets = Vec::new();
-    let mut files = 0;
-    for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(root).to_owned();
-            PathError::new("cannot read payload", &path, e.into())
-        })?;
-        let rel_path = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        let Some(rel) = rel_path.to_str().map(str::to_owned) else {
-            return Err(Error::PayloadEntry {
-                path: rel_path.to_string_lossy().into_owned(),
-                reason: "its name is not valid UTF-8".into(),
-            });
-        };
-        if let Err(reason) = manifest::check_entry_path(&rel) {
-            return Err(Error::PayloadEntry {
-                path: rel,
-                reason: reason.into(),
-            });
-        }
-        let meta = entry
-            .path()
-            .symlink_metadata()
-            .at("cannot read payload entry", entry.path())?;
-        let ft = meta.file_type();
-        let mode = meta.permissions().mode() & 0o7777;
-        let scanned = if ft.is_dir() {
-            Scanned::Dir(Mode(mode))
-        } else if ft.is_symlink() {
-            let target = fs::read_link(entry.path()).at("cannot read symlink", entry.path())?;
-            let Some(target) = target.to_str().map(str::to_owned) else {
-                return Err(Error::PayloadEntry {
-                    path: rel,
-                    reason: "its symlink target is not valid UTF-8".into(),
-                });
-            };
-            if let Err(reason) = manifest::check_symlink_target(&rel, &target) {
-                return Err(Error::EscapingSymlink {
-                    path: rel,
-                    target,
-                    reason,
-                });
-            }
-            Scanned::Symlink(target)
-        } else if ft.is_file() {
-            // Numbered below, once it passed every check.
-            Scanned::File(Mode(mode), 0)
-        } else {
-            let kind = if ft.is_socket() {
-                "a socket"
-            } else if ft.is_fifo() {
-                "a fifo"
-            } else if ft.is_block_device() || ft.is_char_device() {
-                "a device node"
-            } else {
-                "not a file, directory or symlink"
-            };
-            return Err(Error::PayloadEntry {
-                path: rel,
-                reason: format!("it is {kind}"),
-            });
-        };
-        if mode & 0o7000 != 0 && !ft.is_symlink() {
-            return Err(Error::PayloadEntry {
-                path: rel,
-                reason: format!(
-                    "its mode {:04o} has the setuid, setgid or sticky bit; clear it (`chmod ug-s,o-t`)",
-                    mode
-                ),
-            });
-        }
-        if !ft.is_dir()
-            && looks_like_secret(entry.file_name().to_str().unwrap_or_default())
-            && !allowed(&rel, allow_secrets)
-        {
-            secrets.push(rel.clone());
-        }
-        let scanned = match scanned {
-            Scanned::File(mode, _) => {
-                on_file(files, entry.into_path(), meta.len());
-                files += 1;
-                Scanned::File(mode, files - 1)
-            }
-            other => other,
-        };
-        out.insert(rel, scanned);
-    }
+    assemble(&mut listed, "", &mut files, &mut secrets)?;
     if !secrets.is_empty() {
         return Err(Error::Secrets { paths: secrets });
     }
-    Ok(out)
+    Ok(files)
+}
+
+/// Directories waiting to be listed, and how many are being listed.
+struct Work {
+    queue: Vec<ToList>,
+    busy: usize,
+}
+
+/// A directory to list: its path, and the same relative to the payload root.
+type ToList = (PathBuf, String);
+
+/// A directory's entries, sorted by name, or why it could not be read.
+type Listing = Result<Vec<Listed>, Error>;
+
+/// An entry of a listed directory: its path relative to the payload root,
+/// what it is or why it is refused, and whether it looks like a secret.
+struct Listed {
+    rel: String,
+    entry: Result<Entry, Error>,
+    secret: bool,
+}
+
+/// Puts the listing of the directory `rel` and, after each subdirectory,
+/// its own, into `files` and `secrets`: the order of a sequential walk.
+fn assemble(
+    listed: &mut HashMap<String, Listing>,
+    rel: &str,
+    files: &mut BTreeMap<String, Entry>,
+    secrets: &mut Vec<String>,
+) -> Result<(), Error> {
+    let entries = listed.remove(rel).expect("every directory was listed")?;
+    for Listed { rel, entry, secret } in entries {
+        let entry = entry?;
+        if secret {
+            secrets.push(rel.clone());
+        }
+        let is_dir = matches!(entry, Entry::Dir { .. });
+        files.insert(rel.clone(), entry);
+        if is_dir {
+            assemble(listed, &rel, files, secrets)?;
+        }
+    }
+    Ok(())
+}
+
+/// Lists the directory `dir`, whose path relative to the payload root is
+/// `prefix`, sorted by name, checking each entry; returns the listing and
+/// the subdirectories to list next. `std::fs` reads metadata relative to
+/// the open directory, which is cheaper than resolving each full path.
+fn list_dir(dir: &Path, prefix: &str, allow_secrets: &[String]) -> (Listing, Vec<ToList>) {
+    let children = fs::read_dir(dir)
+        .and_then(|entries| {
+            entries
+                .map(|e| e.map(|e| (e.file_name(), e)))
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .at("cannot read payload", dir);
+    let mut children = match children {
+        Ok(c) => c,
+        Err(e) => return (Err(e.into()), Vec::new()),
+    };
+    children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Vec::with_capacity(children.len());
+    let mut subdirs = Vec::new();
+    for (name, child) in children {
+        let rel = match name.to_str() {
+            Some(name) if prefix.is_empty() => name.to_owned(),
+            Some(name) => format!("{prefix}/{name}"),
+            None => Path::new(prefix).join(&name).to_string_lossy().into_owned(),
+        };
+        let entry = check_entry(&rel, name.to_str().is_some(), &child.path(), || {
+            child.metadata()
+        });
+        let secret = matches!(&entry, Ok(e) if !matches!(e, Entry::Dir { .. }))
+            && looks_like_secret(name.to_str().unwrap_or_default())
+            && !allowed(&rel, allow_secrets);
+        if let Ok(Entry::Dir { .. }) = entry {
+            subdirs.push((child.path(), rel.clone()));
+        }
+        out.push(Listed { rel, entry, secret });
+    }
+    (Ok(out), subdirs)
+}
+
+/// What the payload entry at `path` (`rel` from the root) is, or why it
+/// must not ship.
+fn check_entry(
+    rel: &str,
+    utf8: bool,
+    path: &Path,
+    metadata: impl FnOnce() -> std::io::Result<fs::Metadata>,
+) -> Result<Entry, Error> {
+    let refused = |reason: String| Error::PayloadEntry {
+        path: rel.to_owned(),
+        reason,
+    };
+    if !utf8 {
+        return Err(refused("its name is not valid UTF-8".into()));
+    }
+    if let Err(reason) = manifest::check_entry_path(rel) {
+        return Err(refused(reason.into()));
+    }
+    let meta = metadata().at("cannot read payload entry", path)?;
+    let ft = meta.file_type();
+    let mode = meta.permissions().mode() & 0o7777;
+    let entry = if ft.is_dir() {
+        Entry::Dir { mode: Mode(mode) }
+    } else if ft.is_symlink() {
+        let target = fs::read_link(path).at("cannot read symlink", path)?;
+        let Some(target) = target.to_str().map(str::to_owned) else {
+            return Err(refused("its symlink target is not valid UTF-8".into()));
+        };
+        if let Err(reason) = manifest::check_symlink_target(rel, &target) {
+            return Err(Error::EscapingSymlink {
+                path: rel.to_owned(),
+                target,
+                reason,
+            });
+        }
+        Entry::Symlink { target }
+    } else if ft.is_file() {
+        Entry::File {
+            sha256: String::new(),
+            size: meta.len(),
+            mode: Mode(mode),
+        }
+    } else {
+        let kind = if ft.is_socket() {
+            "a socket"
+        } else if ft.is_fifo() {
+            "a fifo"
+        } else if ft.is_block_device() || ft.is_char_device() {
+            "a device node"
+        } else {
+            "not a file, directory or symlink"
+        };
+        return Err(refused(format!("it is {kind}")));
+    };
+    if mode & 0o7000 != 0 && !ft.is_symlink() {
+        return Err(refused(format!(
+            "its mode {:04o} has the setuid, setgid or sticky bit; clear it (`chmod ug-s,o-t`)",
+            mode
+        )));
+    }
+    Ok(entry)
 }
 
 /// File names that usually hold credentials.
@@ -376,140 +470,6 @@ fn allowed(rel: &str, allow: &[String]) -> bool {
                 .strip_prefix(a.as_str())
                 .is_some_and(|r| r.starts_with('/'))
     })
-}
-
-/// The manifest's `[files]` table, and each file's fingerprint by path.
-type HashedPayload = (BTreeMap<String, Entry>, HashMap<String, Fingerprint>);
-
-/// Scans the payload (see [`scan_payload`]) and hashes every regular file
-/// on all cores while the scan goes on; returns the manifest's `[files]`
-/// table and each file's fingerprint, with which packing checks that the
-/// file did not change since (see [`archive::Fingerprint`]). A scan error
-/// wins over a read error, as if the scan had come first.
-fn scan_and_hash(
-    root: &Path,
-    allow_secrets: &[String],
-    progress: &dyn Progress,
-) -> Result<HashedPayload, Error> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    let (tx, rx) = mpsc::channel::<(usize, PathBuf)>();
-    let rx = Mutex::new(rx);
-    let failed = AtomicBool::new(false);
-    // The total is known only once the scan is over: bytes hashed before
-    // then are held back and reported when the bar starts.
-    let progress = DeferredProgress {
-        inner: progress,
-        pending: Mutex::new(Some(0)),
-    };
-    let (scanned, hashed) = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| -> Result<Vec<(usize, HashedFile)>, PathError> {
-                    let mut buf = vec![0u8; archive::READ_BUFFER];
-                    let mut done = Vec::new();
-                    loop {
-                        let job = rx.lock().expect("no panics while hashing").recv();
-                        let Ok((i, path)) = job else {
-                            return Ok(done);
-                        };
-                        if failed.load(Ordering::Relaxed) {
-                            continue;
-                        }
-                        match archive::hash_file(&path, &mut buf, &progress) {
-                            Ok(h) => done.push((i, h)),
-                            Err(e) => {
-                                failed.store(true, Ordering::Relaxed);
-                                return Err(PathError::new("cannot read", &path, e));
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        let mut total = 0u64;
-        let scanned = scan_payload(root, allow_secrets, &mut |i, path, size| {
-            // The receiving end is gone only if every worker failed; the
-            // failure is reported below.
-            let _ = tx.send((i, path));
-            total += size;
-        });
-        drop(tx);
-        if scanned.is_err() {
-            failed.store(true, Ordering::Relaxed);
-        } else {
-            progress.start("hashing", total);
-        }
-        let hashed: Vec<_> = workers
-            .into_iter()
-            .map(|w| w.join().expect("no panics while hashing"))
-            .collect();
-        (scanned, hashed)
-    });
-    let scanned = scanned?;
-    progress.finish();
-    let mut by_number: Vec<Option<HashedFile>> = Vec::new();
-    for done in hashed {
-        for (i, h) in done? {
-            if by_number.len() <= i {
-                by_number.resize(i + 1, None);
-            }
-            by_number[i] = Some(h);
-        }
-    }
-    let mut fingerprints = HashMap::with_capacity(by_number.len());
-    let mut out = BTreeMap::new();
-    for (rel, s) in scanned {
-        let entry = match s {
-            Scanned::Dir(mode) => Entry::Dir { mode },
-            Scanned::Symlink(target) => Entry::Symlink { target },
-            Scanned::File(mode, i) => {
-                let h = by_number
-                    .get_mut(i)
-                    .and_then(Option::take)
-                    .expect("every file was hashed");
-                fingerprints.insert(rel.clone(), h.fingerprint);
-                Entry::File {
-                    sha256: h.sha256,
-                    size: h.size,
-                    mode,
-                }
-            }
-        };
-        out.insert(rel, entry);
-    }
-    Ok((out, fingerprints))
-}
-
-/// Passes progress on once the phase has started, holding back (and then
-/// reporting at once) what was done before its total was known.
-struct DeferredProgress<'a> {
-    inner: &'a dyn Progress,
-    /// Bytes done before `start`; `None` once started.
-    pending: Mutex<Option<u64>>,
-}
-
-impl Progress for DeferredProgress<'_> {
-    fn start(&self, phase: &str, total_bytes: u64) {
-        let mut pending = self.pending.lock().expect("no panics while reporting");
-        self.inner.start(phase, total_bytes);
-        if let Some(done) = pending.take().filter(|&n| n > 0) {
-            self.inner.advance(done);
-        }
-    }
-
-    fn advance(&self, bytes: u64) {
-        let mut pending = self.pending.lock().expect("no panics while reporting");
-        match pending.as_mut() {
-            Some(done) => *done += bytes,
-            None => self.inner.advance(bytes),
-        }
-    }
-
-    fn finish(&self) {
-        self.inner.finish();
-    }
 }
 
 /// `[source]` from CI variables, falling back to git in the package's
