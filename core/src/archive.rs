@@ -37,6 +37,13 @@ pub const ZSTD_LEVEL: i32 = 3;
 pub const ZSTD_JOB_SIZE: u32 = 4 << 20;
 /// The largest manifest a reader accepts (it is held in memory).
 pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+/// The most bytes a reader accepts after tar's end-of-archive blocks (they
+/// must be zero padding: GNU tar pads to 10 KiB records).
+pub const MAX_TRAILING_BYTES: u64 = 1 << 20;
+/// The largest zstd window a reader accepts, as a power of two: 16 MiB,
+/// above what `zstd -19` uses and what [`pack`] writes (2 MiB), so a
+/// decoder never needs more memory than that for its window.
+pub const MAX_WINDOW_LOG: u32 = 24;
 
 /// What [`pack`] needs besides the manifest: where each entry's bytes are.
 #[derive(Debug, Clone)]
@@ -454,7 +461,9 @@ pub enum ArchiveError {
     },
     #[error("`{path}` is in the manifest but not in the artifact")]
     Missing { path: String },
-    #[error("after the end of the tar archive there are {0} bytes that are not zero padding")]
+    #[error(
+        "after the end of the tar archive come {0} bytes or more that are not zero padding of at most {MAX_TRAILING_BYTES} bytes"
+    )]
     TrailingData(u64),
     #[error("{0}")]
     Visitor(io::Error),
@@ -509,7 +518,7 @@ impl Visitor for CheckOnly {}
 /// path, type, size, mode and digest against the manifest, and that nothing
 /// is missing or extra. Returns the manifest.
 pub fn read<R: Read>(input: R, visitor: &mut dyn Visitor) -> Result<Manifest, ArchiveError> {
-    let decoder = zstd::stream::read::Decoder::new(input).map_err(ArchiveError::Corrupt)?;
+    let decoder = decoder(input)?;
     let mut archive = tar::Archive::new(decoder);
     let checked = read_entries(&mut archive, visitor);
     // Read to the end of the zstd stream: it checks the frame checksum and
@@ -518,7 +527,9 @@ pub fn read<R: Read>(input: R, visitor: &mut dyn Visitor) -> Result<Manifest, Ar
     // digest that differs), so on such an error the checksum decides whether
     // to call it corruption. A visitor's own failure (a full disk) is not
     // the stream's fault and is reported as it is.
-    let mut rest = archive.into_inner();
+    // At most MAX_TRAILING_BYTES more are read, so a stream of zeros
+    // after the archive cannot keep the reader busy.
+    let mut rest = archive.into_inner().take(MAX_TRAILING_BYTES + 1);
     let trailing = match checked {
         Err(ArchiveError::Visitor(e)) => return Err(ArchiveError::Visitor(e)),
         Err(e) => {
@@ -529,25 +540,46 @@ pub fn read<R: Read>(input: R, visitor: &mut dyn Visitor) -> Result<Manifest, Ar
         }
         Ok(_) => drain(&mut rest).map_err(ArchiveError::Corrupt)?,
     };
-    if trailing > 0 {
-        return Err(ArchiveError::TrailingData(trailing));
+    if trailing.non_zero > 0 || trailing.total > MAX_TRAILING_BYTES {
+        return Err(ArchiveError::TrailingData(trailing.total));
     }
     checked
 }
 
-/// Reads what is left of a stream; returns how many bytes were not zero.
-fn drain(rest: &mut impl Read) -> io::Result<u64> {
+/// A zstd decoder for artifacts, with the window capped.
+fn decoder<'a, R: Read>(
+    input: R,
+) -> Result<zstd::stream::read::Decoder<'a, io::BufReader<R>>, ArchiveError> {
+    let mut decoder = zstd::stream::read::Decoder::new(input).map_err(ArchiveError::Corrupt)?;
+    decoder
+        .window_log_max(MAX_WINDOW_LOG)
+        .map_err(ArchiveError::Corrupt)?;
+    Ok(decoder)
+}
+
+/// What followed the tar archive.
+struct Trailing {
+    total: u64,
+    non_zero: u64,
+}
+
+/// Reads what is left of a stream.
+fn drain(rest: &mut impl Read) -> io::Result<Trailing> {
     let mut buf = [0u8; 8192];
-    let mut extra = 0u64;
+    let mut t = Trailing {
+        total: 0,
+        non_zero: 0,
+    };
     loop {
         let n = match rest.read(&mut buf) {
-            Ok(0) => return Ok(extra),
+            Ok(0) => return Ok(t),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
+        t.total += n as u64;
         if buf[..n].iter().any(|&b| b != 0) {
-            extra += n as u64;
+            t.non_zero += n as u64;
         }
     }
 }
@@ -576,12 +608,21 @@ fn read_entries<R: Read>(
                 rule: rule.to_owned(),
             };
             let kind = entry.header().entry_type();
+            // Only regular files carry data. Data behind any other header
+            // would be decompressed unchecked just to be skipped: a place to
+            // hide a decompression bomb or smuggled bytes.
+            if kind != tar::EntryType::Regular && entry.size() != 0 {
+                return Err(refused("only regular files may carry data"));
+            }
             if path == HOOKS_DIR || path == FILES_DIR {
                 if kind != tar::EntryType::Directory {
                     return Err(refused("it must be a directory"));
                 }
                 if path == HOOKS_DIR && in_files {
                     return Err(refused("`hooks/` must come before `files/`"));
+                }
+                if !seen.insert(path.clone()) {
+                    return Err(refused("it appears twice in the artifact"));
                 }
                 in_files |= path == FILES_DIR;
                 continue;
@@ -719,7 +760,7 @@ fn entry_path<R: Read>(entry: &tar::Entry<'_, R>) -> Result<String, ArchiveError
 /// Reads only the manifest, the first entry, without checking the rest:
 /// for showing what an artifact is, never for trusting it.
 pub fn read_manifest<R: Read>(input: R) -> Result<Manifest, ArchiveError> {
-    let decoder = zstd::stream::read::Decoder::new(input).map_err(ArchiveError::Corrupt)?;
+    let decoder = decoder(input)?;
     let mut archive = tar::Archive::new(decoder);
     let mut entries = archive.entries().map_err(ArchiveError::Corrupt)?;
     let mut first = match entries.next() {

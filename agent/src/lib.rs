@@ -1,0 +1,11 @@
+//! The agent's operations and the parts they are built from: the node's
+//! layout under `--root`, its configuration, the one-writer lock, the
+//! SQLite state store. The `agent` binary is a thin command line over them.
+
+pub mod config;
+pub mod fetch;
+pub mod hooks;
+pub mod layout;
+pub mod lock;
+pub mod resolve;
+pub mod store;
