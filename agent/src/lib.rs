@@ -3,9 +3,12 @@
 //! SQLite state store. The `agent` binary is a thin command line over them.
 
 pub mod config;
+pub mod error;
 pub mod fetch;
 pub mod hooks;
 pub mod layout;
 pub mod lock;
+pub mod node;
+pub mod ops;
 pub mod resolve;
 pub mod store;

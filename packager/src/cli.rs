@@ -1,11 +1,9 @@
 //! Argument definitions (with the examples `--help` shows) and the error
 //! printer: `error:`, the cause chain, then `hint:`.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use berth_core::Diagnose;
 use clap::{Parser, Subcommand};
 
 use crate::commands;
@@ -225,40 +223,8 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(commands::Failure::Pipe) => ExitCode::SUCCESS,
         Err(commands::Failure::Op(e)) => {
-            report(&e, json);
+            berth_cli::report(&e, e.exit_code(), json);
             ExitCode::from(e.exit_code())
         }
-    }
-}
-
-/// Prints `error:` with the cause chain and a `hint:`; with `--json` the
-/// same goes to stdout as an object too, for machines.
-fn report(e: &packager::Error, json: bool) {
-    let mut causes = Vec::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !e.to_string().contains(&text) {
-            causes.push(text);
-        }
-        source = s.source();
-    }
-    let hint = e.hint();
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "error: {e}");
-    for c in &causes {
-        let _ = writeln!(err, "  caused by: {c}");
-    }
-    if let Some(h) = &hint {
-        let _ = writeln!(err, "hint: {h}");
-    }
-    if json {
-        let value = serde_json::json!({
-            "error": e.to_string(),
-            "causes": causes,
-            "hint": hint,
-            "exit_code": e.exit_code(),
-        });
-        let _ = writeln!(std::io::stdout(), "{value}");
     }
 }

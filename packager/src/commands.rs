@@ -1,15 +1,13 @@
 //! One function per verb: fill the operation's options from the arguments,
 //! run it, print its report (a human summary, or JSON with `--json`).
 
-use std::io::Write;
-
 use berth_core::name::{ReleaseId, ReleaseQuery};
 use packager::Error;
 use packager::ops;
 use serde_json::{Value, json};
 
 use crate::cli::Command;
-use crate::progress::Bar;
+use berth_cli::{Bar, human_bytes, note};
 
 /// How a command ended without success.
 pub enum Failure {
@@ -33,46 +31,27 @@ impl From<berth_core::name::InvalidName> for Failure {
 
 /// Writes to stdout; a closed pipe ends the command quietly.
 fn out(text: &str) -> Result<(), Failure> {
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::Pipe),
-        Err(e) => Err(Failure::Op(Error::Io(berth_core::fsutil::PathError::new(
-            "cannot write to",
-            std::path::Path::new("stdout"),
-            e,
-        )))),
+    match berth_cli::out(text) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Failure::Pipe),
+        Err(e) => Err(stdout_error(e)),
     }
 }
 
 fn out_json(value: &Value) -> Result<(), Failure> {
-    out(&format!(
-        "{}\n",
-        serde_json::to_string_pretty(value).expect("JSON values serialize")
-    ))
+    match berth_cli::out_json(value) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Failure::Pipe),
+        Err(e) => Err(stdout_error(e)),
+    }
 }
 
-/// Messages go to stderr, never mixed with data.
-fn note(text: &str) {
-    let _ = writeln!(std::io::stderr(), "{text}");
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
+fn stdout_error(e: std::io::Error) -> Failure {
+    Failure::Op(Error::Io(berth_core::fsutil::PathError::new(
+        "cannot write to",
+        std::path::Path::new("stdout"),
+        e,
+    )))
 }
 
 fn entries(n: usize) -> String {

@@ -3,7 +3,6 @@
 
 mod cli;
 mod commands;
-mod progress;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -8,6 +8,7 @@ use std::time::Duration;
 use berth_core::progress::Progress;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// Reports progress as indicatif bars on stderr.
 #[derive(Debug)]
 pub struct Bar {
     enabled: bool,

@@ -1,0 +1,163 @@
+//! Argument definitions, with the examples and exit codes `--help` shows.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "agent",
+    version,
+    about = "Install berth releases atomically on a node and roll them back",
+    long_about = "Install berth releases atomically on a node and roll them back.\n\n\
+        The agent reads releases from a berth repository (or takes an artifact file), \
+        unpacks each into its own directory, snapshots what it replaces, runs the \
+        package's hooks, and switches the install target with one atomic rename. \
+        Its state is a SQLite database under <root>/var/lib/berth.",
+    after_help = "Exit codes: 0 done or unchanged, 1 failed, 2 bad usage or input (nothing \
+        changed), 3 rolled back after a failed health check, 4 another berth operation holds \
+        the node.\n\n\
+        Examples:\n  \
+        agent --repo /srv/berth --channel staging install webapp\n  \
+        agent install --file webapp_1.4.2+173.tar.zst\n  \
+        agent status\n  \
+        agent rollback webapp",
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Prefix every node path with DIR (tests, demos, unprivileged use)
+    #[arg(long, env = "BERTH_ROOT", value_name = "DIR", global = true)]
+    pub root: Option<PathBuf>,
+    /// The configuration file [default: <root>/etc/berth/agent.toml]
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// The repository: a directory or a file:// URL (overrides agent.toml)
+    #[arg(long, env = "BERTH_REPO", value_name = "PATH_OR_URL", global = true)]
+    pub repo: Option<String>,
+    /// A channel to read, repeatable, first wins (overrides agent.toml)
+    #[arg(long = "channel", value_name = "CHANNEL", global = true)]
+    pub channels: Vec<String>,
+    /// Wait up to SECS for another berth operation to finish
+    #[arg(long, value_name = "SECS", default_value_t = 0, global = true)]
+    pub wait: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Install a release (the newest in the channels, or the one named)
+    #[command(
+        after_help = "Steps: resolve in the channels, fetch into the cache, verify, unpack into a fresh \
+    directory, snapshot the release being replaced (backup and dump hooks), pre_install, \
+    switch the target with one atomic rename, post_install, health (a failure rolls back, \
+    exit 3), commit, prune. Installing what is installed and intact says `unchanged` and \
+    runs no hook.\n\n\
+    Examples:\n  \
+    agent --repo /srv/berth --channel staging install webapp\n  \
+    agent install webapp@1.4.2+173 --dry-run --json\n  \
+    agent --root /tmp/node install --file webapp_1.4.2+173.tar.zst"
+    )]
+    Install {
+        /// NAME, NAME@VERSION or NAME@VERSION+BUILD
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        release: Option<String>,
+        /// Install this artifact file, with no repository
+        #[arg(long, value_name = "ARTIFACT")]
+        file: Option<PathBuf>,
+        /// Say what would be installed, change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Stay on the new release when post_install or health fails
+        #[arg(long)]
+        no_auto_rollback: bool,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Go back to an earlier release kept on this node
+    #[command(
+        after_help = "Code only by default: the tree of the earlier release comes back, \
+        the data stays. Across a different data epoch that is refused unless --with-data \
+        (runs the release's restore hook with the dumps taken when it was replaced; data \
+        written since is lost) or --force. A rollback can itself be rolled back.\n\n\
+        Examples:\n  \
+        agent rollback webapp\n  \
+        agent rollback webapp --to 1.4.2+173 --with-data"
+    )]
+    Rollback {
+        package: String,
+        /// The release to go back to, VERSION+BUILD [default: the previous one]
+        #[arg(long, value_name = "VERSION+BUILD")]
+        to: Option<String>,
+        /// Also restore the data the release had when it was replaced
+        #[arg(long)]
+        with_data: bool,
+        /// Roll back the code across a different data epoch anyway
+        #[arg(long, conflicts_with = "with_data")]
+        force: bool,
+        /// Say what would happen, change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// What is installed: current release, target, releases kept
+    #[command(after_help = "Examples:\n  agent status\n  agent status webapp --json")]
+    Status {
+        package: Option<String>,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// The installs and rollbacks of a package, newest first, with their steps
+    #[command(after_help = "Examples:\n  agent history webapp\n  agent history webapp --json")]
+    History {
+        package: String,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// The snapshots kept of a package's replaced releases
+    #[command(after_help = "Examples:\n  agent snapshots webapp")]
+    Snapshots {
+        package: String,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl Command {
+    fn json(&self) -> bool {
+        match self {
+            Command::Install { json, .. }
+            | Command::Rollback { json, .. }
+            | Command::Status { json, .. }
+            | Command::History { json, .. }
+            | Command::Snapshots { json, .. } => *json,
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.command.json();
+    match commands::run(cli.global, cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            berth_cli::report(&e, e.exit_code(), json);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! One function per verb: fill the operation's options from the
+//! arguments, run it, print its report (a human summary, or JSON with
+//! `--json`). Returns the exit code of a successful run.
+
+use std::time::Duration;
+
+use agent::error::Error;
+use agent::node::{Node, NodeOptions};
+use agent::ops::{install, query, rollback};
+use agent::resolve::Wanted;
+use agent::store::{Release, TxnRecord};
+use berth_cli::{Bar, human_bytes, note};
+use serde_json::{Value, json};
+
+use crate::cli::{Command, Global};
+
+fn out(text: &str) -> Result<u8, Error> {
+    berth_cli::out(text).map(|_| 0).map_err(|e| {
+        berth_core::fsutil::PathError::new("cannot write to", "stdout".as_ref(), e).into()
+    })
+}
+
+fn out_json(value: &Value) -> Result<u8, Error> {
+    berth_cli::out_json(value).map(|_| 0).map_err(|e| {
+        berth_core::fsutil::PathError::new("cannot write to", "stdout".as_ref(), e).into()
+    })
+}
+
+fn time(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+pub fn run(global: Global, command: Command) -> Result<u8, Error> {
+    let node = Node::open(NodeOptions {
+        root: global.root,
+        config: global.config,
+        repo: global.repo,
+        channels: global.channels,
+        wait: Duration::from_secs(global.wait),
+    })?;
+    match command {
+        Command::Install {
+            release,
+            file,
+            dry_run,
+            no_auto_rollback,
+            json,
+        } => {
+            let wanted = release.map(|r| r.parse::<Wanted>()).transpose()?;
+            let r = install::install(
+                &node,
+                &install::InstallOptions {
+                    wanted,
+                    file,
+                    dry_run,
+                    auto_rollback: !no_auto_rollback,
+                },
+                &Bar::for_stderr(),
+            )?;
+            let changed = r.outcome == install::Outcome::Installed;
+            if json {
+                return out_json(&json!({
+                    "package": r.release.name,
+                    "version": r.release.version,
+                    "build": r.release.build,
+                    "channel": r.channel,
+                    "changed": changed,
+                    "dry_run": dry_run,
+                    "would_change": r.outcome == install::Outcome::WouldInstall,
+                    "previous": r.previous.as_ref().map(|p| p.version_build()),
+                    "target": r.target,
+                    "txn": r.txn,
+                    "snapshot": r.snapshot,
+                }));
+            }
+            let from = r
+                .previous
+                .as_ref()
+                .map(|p| format!(", replacing {}", p.version_build()))
+                .unwrap_or_default();
+            let channel = r
+                .channel
+                .as_ref()
+                .map(|c| format!(" from {c}"))
+                .unwrap_or_default();
+            out(&match r.outcome {
+                install::Outcome::Installed => format!(
+                    "installed {}{channel}{from} -> `{}`\n",
+                    r.release,
+                    r.target.display()
+                ),
+                install::Outcome::Unchanged => {
+                    format!("unchanged: {} is installed and intact\n", r.release)
+                }
+                install::Outcome::WouldInstall => {
+                    format!("would install {}{channel}{from}\n", r.release)
+                }
+            })
+        }
+        Command::Rollback {
+            package,
+            to,
+            with_data,
+            force,
+            dry_run,
+            json,
+        } => {
+            let to = to.as_deref().map(rollback::parse_to).transpose()?;
+            if with_data && !dry_run {
+                note(
+                    "rolling back with data: whatever was written since the snapshot's dumps is lost",
+                );
+            }
+            let r = rollback::rollback(
+                &node,
+                &rollback::RollbackOptions {
+                    package,
+                    to,
+                    with_data,
+                    force,
+                    dry_run,
+                },
+                &Bar::for_stderr(),
+            )?;
+            if json {
+                return out_json(&json!({
+                    "package": r.package,
+                    "from": r.from.version_build(),
+                    "to": r.to.version_build(),
+                    "with_data": r.with_data,
+                    "dry_run": r.dry_run,
+                    "changed": !r.dry_run,
+                    "txn": r.txn,
+                }));
+            }
+            let data = if r.with_data {
+                " with its data"
+            } else {
+                ", code only"
+            };
+            if r.dry_run {
+                out(&format!(
+                    "would roll back {} from {} to {}{data}\n",
+                    r.package,
+                    r.from.version_build(),
+                    r.to.version_build()
+                ))
+            } else {
+                out(&format!(
+                    "rolled back {} from {} to {}{data}\n",
+                    r.package,
+                    r.from.version_build(),
+                    r.to.version_build()
+                ))
+            }
+        }
+        Command::Status { package, json } => {
+            let status = query::status(&node, package.as_deref())?;
+            if json {
+                return out_json(&Value::Array(status.iter().map(status_json).collect()));
+            }
+            if status.is_empty() {
+                note("nothing is installed on this node");
+                return Ok(0);
+            }
+            let mut text = String::new();
+            for s in &status {
+                match &s.current {
+                    Some(c) => text.push_str(&format!(
+                        "{} {} ({})\n",
+                        s.package,
+                        c.release.version_build(),
+                        c.state
+                    )),
+                    None => text.push_str(&format!("{} (no current release)\n", s.package)),
+                }
+                if let Some(t) = &s.target {
+                    let to = s
+                        .points_to
+                        .as_ref()
+                        .map_or("nothing".to_owned(), |p| format!("`{}`", p.display()));
+                    text.push_str(&format!("  target  `{}` -> {to}\n", t.display()));
+                }
+                if !s.consistent {
+                    text.push_str("  warning: the target does not point at the current release; `agent install` repairs it\n");
+                }
+                for r in &s.releases {
+                    let kept = if r.dir.exists() { "kept" } else { "pruned" };
+                    text.push_str(&format!(
+                        "  {:<16} {:<11} {} installed {}\n",
+                        r.release.version_build(),
+                        r.state.to_string(),
+                        kept,
+                        time(r.installed_at)
+                    ));
+                }
+            }
+            out(&text)
+        }
+        Command::History { package, json } => {
+            berth_core::name::check_package_name(&package)?;
+            let history = query::history(&node, &package)?;
+            if json {
+                return out_json(&Value::Array(history.iter().map(txn_json).collect()));
+            }
+            if history.is_empty() {
+                note(&format!(
+                    "no install or rollback of `{package}` on this node"
+                ));
+                return Ok(0);
+            }
+            let mut text = String::new();
+            for t in &history {
+                let from = t
+                    .from
+                    .as_ref()
+                    .map_or("nothing".to_owned(), |r| r.version_build());
+                let to = t.to.as_ref().map_or("?".to_owned(), |r| r.version_build());
+                text.push_str(&format!(
+                    "#{} {} {} {from} -> {to}: {}\n",
+                    t.id,
+                    time(t.started_at),
+                    t.kind,
+                    t.result
+                ));
+                if let Some(e) = &t.error {
+                    text.push_str(&format!("  error: {e}\n"));
+                }
+                for s in &t.steps {
+                    text.push_str(&format!("  {:<20} {}\n", s.name, s.state));
+                }
+            }
+            out(&text)
+        }
+        Command::Snapshots { package, json } => {
+            berth_core::name::check_package_name(&package)?;
+            let snapshots = query::snapshots(&node, &package)?;
+            if json {
+                return out_json(&Value::Array(
+                    snapshots
+                        .iter()
+                        .map(|s| {
+                            json!({
+                                "id": s.id.0,
+                                "release": s.release.version_build(),
+                                "created": s.created_at,
+                                "kind": s.kind.to_string(),
+                                "bytes": s.bytes,
+                                "dir": s.dir,
+                                "has_backup": s.has_backup,
+                                "has_dumps": s.has_dumps,
+                                "data_epoch": s.data_epoch,
+                            })
+                        })
+                        .collect(),
+                ));
+            }
+            if snapshots.is_empty() {
+                note(&format!("no snapshot of `{package}` on this node"));
+                return Ok(0);
+            }
+            let mut text = String::new();
+            for s in &snapshots {
+                let extra = [(s.has_backup, "backup"), (s.has_dumps, "dumps")]
+                    .iter()
+                    .filter(|(has, _)| *has)
+                    .map(|(_, w)| *w)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                text.push_str(&format!(
+                    "#{} {} {:<16} {:<13} {:>10} {extra}\n",
+                    s.id.0,
+                    time(s.created_at),
+                    s.release.version_build(),
+                    s.kind.to_string(),
+                    human_bytes(s.bytes)
+                ));
+            }
+            out(&text)
+        }
+    }
+}
+
+fn release_json(r: &Release) -> Value {
+    json!({
+        "version": r.release.version,
+        "build": r.release.build,
+        "state": r.state.to_string(),
+        "current": r.current,
+        "installed": r.installed_at,
+        "dir": r.dir,
+        "kept": r.dir.exists(),
+        "data_epoch": r.data_epoch,
+        "sha256": r.sha256,
+    })
+}
+
+fn status_json(s: &query::PackageStatus) -> Value {
+    json!({
+        "package": s.package,
+        "current": s.current.as_ref().map(release_json),
+        "target": s.target,
+        "points_to": s.points_to,
+        "consistent": s.consistent,
+        "releases": s.releases.iter().map(release_json).collect::<Vec<_>>(),
+    })
+}
+
+fn txn_json(t: &TxnRecord) -> Value {
+    json!({
+        "id": t.id.0,
+        "kind": t.kind.to_string(),
+        "from": t.from.as_ref().map(|r| r.version_build()),
+        "to": t.to.as_ref().map(|r| r.version_build()),
+        "started": t.started_at,
+        "finished": t.finished_at,
+        "result": t.result.to_string(),
+        "error": t.error,
+        "steps": t.steps.iter().map(|s| json!({"name": s.name, "state": s.state.to_string(), "detail": s.detail})).collect::<Vec<_>>(),
+    })
+}

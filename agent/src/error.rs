@@ -1,0 +1,174 @@
+//! Everything an agent command can fail with, and the exit code of each:
+//! 2 bad usage or input (nothing changed), 1 failed, 3 rolled back after a
+//! failed health check, 4 another operation holds the node.
+
+use std::path::PathBuf;
+
+use berth_core::archive::ArchiveError;
+use berth_core::fsutil::PathError;
+use berth_core::name::InvalidName;
+use berth_core::repo::RepoError;
+use berth_core::unpack::UnpackError;
+use berth_core::{Diagnose, Fault};
+
+use crate::config::ConfigError;
+use crate::fetch::FetchError;
+use crate::lock::LockError;
+use crate::resolve::ResolveError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Name(#[from] InvalidName),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
+    #[error("`{}` is not a valid artifact: {source}", path.display())]
+    Artifact { path: PathBuf, source: ArchiveError },
+    #[error(transparent)]
+    Io(#[from] PathError),
+
+    #[error("no repository to read `{package}` from")]
+    NoRepository { package: String },
+    #[error("there is no artifact at `{}`", path.display())]
+    ArtifactMissing { path: PathBuf },
+    #[error("the install target `{}` exists and is not a symlink", path.display())]
+    TargetNotSymlink { path: PathBuf },
+    #[error("the {hook} hook of {release} failed ({ending}); nothing was switched")]
+    HookBeforeSwitch {
+        hook: String,
+        release: String,
+        ending: String,
+    },
+    #[error(
+        "the {hook} hook of {release} failed ({ending}) after the switch; the node is back on {back_to}"
+    )]
+    RolledBack {
+        hook: String,
+        release: String,
+        ending: String,
+        back_to: String,
+    },
+    #[error(
+        "the {hook} hook of {release} failed ({ending}) after the switch; the node stays on it (--no-auto-rollback)"
+    )]
+    FailedInPlace {
+        hook: String,
+        release: String,
+        ending: String,
+    },
+    #[error("`{package}` is not installed on this node")]
+    NotInstalled { package: String },
+    #[error("`{package}` has no earlier release to roll back to")]
+    NothingToRollBack { package: String },
+    #[error("{release} is not a release this node kept for `{package}`")]
+    UnknownRollbackTarget { package: String, release: String },
+    #[error(
+        "{to} has data epoch {to_epoch} and the current {from} has {from_epoch}: a code-only rollback would run old code on newer data"
+    )]
+    EpochMismatch {
+        from: String,
+        from_epoch: u64,
+        to: String,
+        to_epoch: u64,
+    },
+    #[error("{release} has no restore hook, so its data cannot be put back")]
+    NoRestoreHook { release: String },
+    #[error(
+        "the release directory of {release} is gone and its artifact is no longer in the node's cache"
+    )]
+    ReleaseDirGone { release: String },
+}
+
+impl Error {
+    /// The process exit code (documented in `agent --help`).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Lock(LockError::Busy { .. }) => 4,
+            Error::RolledBack { .. } => 3,
+            _ => match self.fault() {
+                Fault::Input => 2,
+                Fault::Failure => 1,
+            },
+        }
+    }
+}
+
+impl Diagnose for Error {
+    fn fault(&self) -> Fault {
+        match self {
+            Error::Store(e) => e.fault(),
+            Error::Repo(e) => e.fault(),
+            Error::Unpack(e) => e.fault(),
+            Error::Resolve(ResolveError::Repo(e)) => e.fault(),
+            Error::Artifact { source, .. } => source.fault(),
+            Error::Fetch(FetchError::Repo(e)) => e.fault(),
+            Error::Fetch(_)
+            | Error::Io(_)
+            | Error::Lock(_)
+            | Error::HookBeforeSwitch { .. }
+            | Error::RolledBack { .. }
+            | Error::FailedInPlace { .. }
+            | Error::ReleaseDirGone { .. } => Fault::Failure,
+            _ => Fault::Input,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            Error::Name(e) => e.hint().into(),
+            Error::Store(e) => return e.hint(),
+            Error::Repo(e) => return e.hint(),
+            Error::Unpack(e) => return e.hint(),
+            Error::Artifact { source, .. } => return source.hint(),
+            Error::Config(_) => "fix the file; its keys are described in docs/agent.md".into(),
+            Error::Lock(_) => {
+                "wait for it to finish, or pass `--wait SECS` to queue behind it".into()
+            }
+            Error::Resolve(ResolveError::NoChannels { .. }) => {
+                "pass `--channel C`, or list channels in agent.toml".into()
+            }
+            Error::Resolve(_) => "`packager list --repo REPO` shows what the repository holds".into(),
+            Error::NoRepository { .. } => {
+                "pass `--repo R`, set BERTH_REPO, or set `repository` in agent.toml; or install a file with `--file ARTIFACT`".into()
+            }
+            Error::ArtifactMissing { .. } => "check the path".into(),
+            Error::TargetNotSymlink { path } => format!(
+                "berth owns the target as a symlink; move `{}` aside (its content can go into the package's payload or a shared dir)",
+                path.display()
+            ),
+            Error::HookBeforeSwitch { .. } => {
+                "`agent history PACKAGE` shows the hook's output; fix the cause and install again".into()
+            }
+            Error::RolledBack { .. } | Error::FailedInPlace { .. } => {
+                "`agent history PACKAGE` shows the hook's output".into()
+            }
+            Error::NotInstalled { .. } => "`agent status` lists what is installed".into(),
+            Error::NothingToRollBack { .. } | Error::UnknownRollbackTarget { .. } => {
+                "`agent history PACKAGE` lists the releases this node had".into()
+            }
+            Error::ReleaseDirGone { release } => format!(
+                "install it again from the repository: `agent install {release}`"
+            ),
+            Error::NoRestoreHook { .. } => {
+                "roll back the code only with `--force`, or restore the data by other means".into()
+            }
+            Error::EpochMismatch { .. } => {
+                "roll back with its data: `agent rollback PACKAGE --with-data` restores the snapshot's dumps (data written since is lost), or `--force` to run the old code on the new data anyway".into()
+            }
+            _ => return None,
+        })
+    }
+}

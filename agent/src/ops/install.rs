@@ -1,0 +1,507 @@
+//! `agent install`: the steps of DESIGN.md's "Install, in order". Lock;
+//! recover; resolve in the channels (or take `--file`); fetch into the
+//! cache; unchanged when installed and intact; unpack into a fresh staging
+//! dir; snapshot the release being replaced and run backup and dump into
+//! it; link node-local parts; pre_install; switch the target with one
+//! rename; post_install and health, rolling back on failure; commit; prune.
+//! A failure before the switch leaves the node as it was.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use berth_core::archive;
+use berth_core::digest;
+use berth_core::fsutil::{self, IoResultExt};
+use berth_core::manifest::Manifest;
+use berth_core::name::ReleaseId;
+use berth_core::progress::Progress;
+use berth_core::repo::{Open, Repository};
+use berth_core::unpack::{self, UnpackOptions};
+
+use crate::error::Error;
+use crate::fetch;
+use crate::hooks::Ending;
+use crate::node::Node;
+use crate::ops::txn::{self, HookContext, Journal};
+use crate::resolve::{self, Wanted};
+use crate::store::{NewRelease, Release, ReleaseState, Store, TxnKind, TxnResult};
+
+#[derive(Debug, Clone)]
+pub struct InstallOptions {
+    /// `NAME[@VERSION[+BUILD]]`, from the repository.
+    pub wanted: Option<Wanted>,
+    /// `--file ARTIFACT`, with no repository.
+    pub file: Option<PathBuf>,
+    pub dry_run: bool,
+    /// Roll back to the previous release when post_install or health fails.
+    pub auto_rollback: bool,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Installed,
+    Unchanged,
+    /// `--dry-run`: it would be installed.
+    WouldInstall,
+}
+
+#[derive(Debug, Clone)]
+pub struct InstallReport {
+    pub outcome: Outcome,
+    pub release: ReleaseId,
+    pub channel: Option<String>,
+    pub previous: Option<ReleaseId>,
+    pub target: PathBuf,
+    pub txn: Option<i64>,
+    pub snapshot: Option<i64>,
+}
+
+/// The artifact to install, once found.
+struct Source {
+    path: PathBuf,
+    sha256: String,
+    manifest: Manifest,
+    channel: Option<String>,
+}
+
+pub fn install(
+    node: &Node,
+    opts: &InstallOptions,
+    progress: &dyn Progress,
+) -> Result<InstallReport, Error> {
+    let label = match (&opts.wanted, &opts.file) {
+        (Some(w), _) => w.package.clone(),
+        (None, Some(f)) => f.display().to_string(),
+        (None, None) => String::new(),
+    };
+    if opts.dry_run {
+        return dry_run(node, opts);
+    }
+    let _lock = node.lock(&format!("install {label}"))?;
+    let mut store = node.store()?;
+    txn::recover(node, &mut store)?;
+    let source = find(node, opts, progress)?;
+    let release = source.manifest.release();
+    let package = release.name.clone();
+    let target = node.layout.path(&source.manifest.install.target);
+    txn::check_target(&target)?;
+
+    let current = store.current_release(&package)?;
+    if let Some(cur) = &current
+        && is_installed_intact(cur, &source, &target)?
+    {
+        return Ok(InstallReport {
+            outcome: Outcome::Unchanged,
+            release,
+            channel: source.channel,
+            previous: None,
+            target,
+            txn: None,
+            snapshot: None,
+        });
+    }
+
+    let txn_id = store.write(|w| {
+        w.begin_transaction(
+            TxnKind::Install,
+            &package,
+            current.as_ref().map(|c| c.id),
+            None,
+        )
+    })?;
+    let mut journal = Journal {
+        store: &mut store,
+        txn: txn_id,
+    };
+    match run(
+        node,
+        &mut journal,
+        &source,
+        current.as_ref(),
+        &target,
+        opts,
+        progress,
+    ) {
+        Ok(snapshot) => Ok(InstallReport {
+            outcome: Outcome::Installed,
+            release,
+            channel: source.channel,
+            previous: current.map(|c| c.release),
+            target,
+            txn: Some(txn_id.0),
+            snapshot,
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// Everything after the transaction began. On a failure before the switch
+/// it undoes what it made and ends the transaction failed.
+fn run(
+    node: &Node,
+    journal: &mut Journal<'_>,
+    source: &Source,
+    current: Option<&Release>,
+    target: &Path,
+    opts: &InstallOptions,
+    progress: &dyn Progress,
+) -> Result<Option<i64>, Error> {
+    let manifest = &source.manifest;
+    let release = manifest.release();
+    let package = release.name.clone();
+    let release_dir = node
+        .layout
+        .release_dir(&package, &release.version, release.build);
+    let current_manifest = current.and_then(|c| Manifest::parse(&c.manifest).ok());
+
+    // Unpack, unless the release is kept here intact already.
+    let created = match journal.step("unpack", || {
+        prepare_release_dir(source, &release_dir, progress)
+    }) {
+        Ok(created) => created,
+        Err(e) => return Err(journal.fail(TxnResult::Failed, e)),
+    };
+    let undo_unpack = |created: bool| {
+        if created {
+            let _ = fs::remove_dir_all(&release_dir);
+        }
+    };
+    let manifest_text = manifest.to_toml();
+    let row = journal.store.write(|w| {
+        let row = w.upsert_release(&NewRelease {
+            release: &release,
+            sha256: &source.sha256,
+            manifest: &manifest_text,
+            dir: &release_dir,
+            data_epoch: manifest.rollback.data_epoch,
+            state: ReleaseState::Installing,
+        })?;
+        w.set_transaction_releases(journal.txn, current.map(|c| c.id), row)?;
+        Ok(row)
+    })?;
+
+    // Snapshot what is being replaced, then backup and dump into it.
+    let mut snapshot = None;
+    let mut snapshot_dir = None;
+    if let (Some(cur), Some(cur_manifest)) = (current, &current_manifest) {
+        let txn_id = journal.txn;
+        match journal.step("snapshot", || {
+            txn::snapshot_tree(node, cur, cur_manifest, txn_id)
+        }) {
+            Ok((dir, kind)) => {
+                snapshot_dir = Some((dir, kind));
+            }
+            Err(e) => {
+                undo_unpack(created);
+                return Err(journal.fail(TxnResult::Failed, e));
+            }
+        }
+    }
+    let ctx = HookContext {
+        action: "install",
+        package: package.clone(),
+        release: release.clone(),
+        channel: source.channel.clone(),
+        release_dir: release_dir.clone(),
+        previous: current.map(|c| (c.release.clone(), c.dir.clone())),
+        snapshot_dir: snapshot_dir.as_ref().map(|(d, _)| d.clone()),
+        timeout_secs: manifest.hooks.timeout_secs,
+    };
+    let abort = |journal: &mut Journal<'_>, e: Error| {
+        undo_unpack(created);
+        if let Some((dir, _)) = &snapshot_dir {
+            let _ = fs::remove_dir_all(dir);
+        }
+        journal.fail(TxnResult::Failed, e)
+    };
+    for hook in ["backup", "dump"] {
+        if let Err(e) = txn::require_hook(node, journal, manifest, &ctx, hook) {
+            return Err(abort(journal, e));
+        }
+    }
+    if let (Some(cur), Some((dir, kind))) = (current, &snapshot_dir) {
+        snapshot = Some(txn::record_snapshot(
+            journal,
+            cur.id,
+            dir,
+            *kind,
+            &cur.sha256,
+        )?);
+    }
+
+    let tree = unpack::tree_dir(&release_dir);
+    let previous_tree = current.map(|c| unpack::tree_dir(&c.dir));
+    if let Err(e) = journal.step("link", || {
+        txn::link_node_local(node, &package, manifest, &tree, previous_tree.as_deref())
+    }) {
+        return Err(abort(journal, e));
+    }
+    if let Err(e) = txn::require_hook(node, journal, manifest, &ctx, "pre_install") {
+        return Err(abort(journal, e));
+    }
+
+    // The commit point.
+    let txn_id = journal.txn;
+    if let Err(e) = journal.step("switch", || txn::switch(target, &tree, txn_id)) {
+        return Err(abort(journal, e));
+    }
+
+    for hook in ["post_install", "health"] {
+        let ending = txn::run_hook(node, journal, manifest, &ctx, hook)?;
+        if !ending.success() {
+            return Err(after_switch_failure(
+                node, journal, hook, ending, &release, row, current, target, opts,
+            ));
+        }
+    }
+
+    let prev_id = current.map(|c| c.id);
+    journal.store.write(|w| {
+        w.set_release_state(row, ReleaseState::Healthy)?;
+        w.set_current_release(row)?;
+        if let Some(prev) = prev_id {
+            w.set_release_state(prev, ReleaseState::Superseded)?;
+        }
+        w.finish_transaction(txn_id, TxnResult::Committed, None)
+    })?;
+    let keep = node
+        .config
+        .packages
+        .get(&package)
+        .and_then(|p| p.keep_releases)
+        .unwrap_or(manifest.install.keep_releases);
+    txn::prune(node, journal.store, &package, keep, prev_id)?;
+    Ok(snapshot)
+}
+
+/// post_install or health failed after the switch: back to the previous
+/// release (or to no release at all on a first install), unless told not to.
+#[allow(clippy::too_many_arguments)]
+fn after_switch_failure(
+    node: &Node,
+    journal: &mut Journal<'_>,
+    hook: &str,
+    ending: Ending,
+    release: &ReleaseId,
+    row: crate::store::ReleaseRowId,
+    current: Option<&Release>,
+    target: &Path,
+    opts: &InstallOptions,
+) -> Error {
+    let txn_id = journal.txn;
+    if !opts.auto_rollback {
+        let _ = journal.store.write(|w| {
+            w.set_release_state(row, ReleaseState::Failed)?;
+            w.set_current_release(row)
+        });
+        let e = Error::FailedInPlace {
+            hook: hook.into(),
+            release: release.to_string(),
+            ending: ending.to_string(),
+        };
+        return journal.fail(TxnResult::Failed, e);
+    }
+    let back = match current {
+        Some(cur) => journal
+            .step("switch back", || {
+                txn::switch(target, &unpack::tree_dir(&cur.dir), txn_id)
+            })
+            .map(|()| cur.release.to_string()),
+        None => journal
+            .step("switch back", || txn::unswitch(target))
+            .map(|()| "no release (it was the first install)".to_owned()),
+    };
+    let back_to = match back {
+        Ok(b) => b,
+        Err(e) => return journal.fail(TxnResult::Failed, e),
+    };
+    // The previous release is running again: its own post_install starts it.
+    if let Some(cur) = current
+        && let Ok(m) = Manifest::parse(&cur.manifest)
+    {
+        let ctx = HookContext {
+            action: "rollback",
+            package: release.name.clone(),
+            release: cur.release.clone(),
+            channel: None,
+            release_dir: cur.dir.clone(),
+            previous: None,
+            snapshot_dir: None,
+            timeout_secs: m.hooks.timeout_secs,
+        };
+        let _ = txn::run_hook(node, journal, &m, &ctx, "post_install");
+    }
+    let _ = journal.store.write(|w| {
+        w.set_release_state(row, ReleaseState::Failed)?;
+        if let Some(cur) = current {
+            w.set_current_release(cur.id)?;
+        }
+        Ok(())
+    });
+    let e = Error::RolledBack {
+        hook: hook.into(),
+        release: release.to_string(),
+        ending: ending.to_string(),
+        back_to,
+    };
+    journal.fail(TxnResult::RolledBack, e)
+}
+
+/// Unpacks into `releases/<pkg>/.staging-…` and moves it into place; a kept
+/// release dir that is intact is used as it is. Returns whether it made
+/// the release dir.
+fn prepare_release_dir(
+    source: &Source,
+    release_dir: &Path,
+    progress: &dyn Progress,
+) -> Result<bool, Error> {
+    if release_dir.is_dir() && txn::intact(release_dir, &source.manifest)? {
+        return Ok(false);
+    }
+    let parent = release_dir.parent().unwrap_or(Path::new("/"));
+    fsutil::create_dir_all_synced(parent)?;
+    let staging = parent.join(format!(
+        ".staging-{}",
+        release_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    if staging.exists() {
+        fs::remove_dir_all(&staging).at("cannot remove", &staging)?;
+    }
+    let file = fs::File::open(&source.path).at("cannot open", &source.path)?;
+    unpack::unpack(
+        std::io::BufReader::new(file),
+        &staging,
+        &UnpackOptions::default(),
+        progress,
+    )?;
+    if release_dir.exists() {
+        // A damaged copy that is not current (the current one is never
+        // damaged here: installing it again would have been a repair of
+        // an intact tree). Replace it.
+        fs::remove_dir_all(release_dir).at("cannot replace", release_dir)?;
+    }
+    fs::rename(&staging, release_dir).at("cannot move into place", release_dir)?;
+    fsutil::sync_dir(parent)?;
+    Ok(true)
+}
+
+fn is_installed_intact(cur: &Release, source: &Source, target: &Path) -> Result<bool, Error> {
+    Ok(cur.release == source.manifest.release()
+        && cur.sha256 == source.sha256
+        && txn::target_of(target).as_deref() == Some(unpack::tree_dir(&cur.dir).as_path())
+        && txn::intact(&cur.dir, &source.manifest)?)
+}
+
+/// Finds the artifact: resolved and fetched from the repository, or the
+/// given file, copied into the cache.
+fn find(node: &Node, opts: &InstallOptions, progress: &dyn Progress) -> Result<Source, Error> {
+    if let Some(path) = &opts.file {
+        let (sha256, _) = digest::sha256_file(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::ArtifactMissing { path: path.clone() }
+            } else {
+                berth_core::fsutil::PathError::new("cannot read", path, e).into()
+            }
+        })?;
+        let manifest = read_manifest(path)?;
+        let cached = node.layout.cached_artifact(&sha256);
+        if !cached.is_file() {
+            fsutil::create_dir_all_synced(&node.layout.cache_dir())?;
+            let mut tmp = fsutil::temp_file_in(&node.layout.cache_dir())?;
+            let mut from = fs::File::open(path).at("cannot open", path)?;
+            std::io::copy(&mut from, tmp.as_file_mut()).at("cannot write", tmp.path())?;
+            fsutil::persist(tmp, &cached)?;
+        }
+        return Ok(Source {
+            path: cached,
+            sha256,
+            manifest,
+            channel: None,
+        });
+    }
+    let wanted = opts
+        .wanted
+        .as_ref()
+        .expect("the command line gives a name or a file");
+    let url = node.repository().ok_or_else(|| Error::NoRepository {
+        package: wanted.package.clone(),
+    })?;
+    let (repo, _) = Repository::open(url, Open::Existing)?;
+    let resolved = resolve::resolve(&repo, wanted, &node.channels(&wanted.package))?;
+    let fetched = fetch::fetch(&repo, &resolved, &node.layout, progress)?;
+    let manifest = read_manifest(&fetched.path)?;
+    Ok(Source {
+        path: fetched.path,
+        sha256: resolved.entry.sha256,
+        manifest,
+        channel: Some(resolved.channel),
+    })
+}
+
+fn read_manifest(path: &Path) -> Result<Manifest, Error> {
+    let file = fs::File::open(path).at("cannot open", path)?;
+    archive::read_manifest(std::io::BufReader::new(file)).map_err(|source| Error::Artifact {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// `--dry-run`: what would happen, changing nothing (no lock, no store
+/// created, nothing fetched).
+fn dry_run(node: &Node, opts: &InstallOptions) -> Result<InstallReport, Error> {
+    let (release, sha256, channel, target_rel) = if let Some(path) = &opts.file {
+        let (sha, _) =
+            digest::sha256_file(path).map_err(|_| Error::ArtifactMissing { path: path.clone() })?;
+        let m = read_manifest(path)?;
+        (m.release(), sha, None, Some(m.install.target))
+    } else {
+        let wanted = opts
+            .wanted
+            .as_ref()
+            .expect("the command line gives a name or a file");
+        let url = node.repository().ok_or_else(|| Error::NoRepository {
+            package: wanted.package.clone(),
+        })?;
+        let (repo, _) = Repository::open(url, Open::Existing)?;
+        let r = resolve::resolve(&repo, wanted, &node.channels(&wanted.package))?;
+        let release = ReleaseId::new(&r.package, &r.entry.version, r.entry.build)?;
+        (release, r.entry.sha256, Some(r.channel), None)
+    };
+    let store: Option<Store> = node.existing_store()?;
+    let current = match &store {
+        Some(s) => s.current_release(&release.name)?,
+        None => None,
+    };
+    let target_rel = target_rel.or_else(|| {
+        current
+            .as_ref()
+            .and_then(|c| Manifest::parse(&c.manifest).ok())
+            .map(|m| m.install.target)
+    });
+    let target = target_rel.map(|t| node.layout.path(&t)).unwrap_or_default();
+    let unchanged = current.as_ref().is_some_and(|c| {
+        c.release == release
+            && c.sha256 == sha256
+            && Manifest::parse(&c.manifest).ok().is_some_and(|m| {
+                txn::target_of(&target).as_deref() == Some(unpack::tree_dir(&c.dir).as_path())
+                    && txn::intact(&c.dir, &m).unwrap_or(false)
+            })
+    });
+    Ok(InstallReport {
+        outcome: if unchanged {
+            Outcome::Unchanged
+        } else {
+            Outcome::WouldInstall
+        },
+        release,
+        channel,
+        previous: current.map(|c| c.release),
+        target,
+        txn: None,
+        snapshot: None,
+    })
+}

@@ -1,0 +1,565 @@
+//! The steps install and rollback share: a journal of steps in the state
+//! store, hooks run with the contract's environment and recorded, the
+//! atomic switch of the target symlink, snapshots of the release being
+//! replaced, node-local links, recovery of an interrupted transaction, and
+//! pruning.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use berth_core::fsutil::{self, IoResultExt, PathError};
+use berth_core::manifest::Manifest;
+use berth_core::name::ReleaseId;
+use berth_core::unpack;
+
+use crate::error::Error;
+use crate::hooks::{self, Ending, HookCommand, OutputSink};
+use crate::node::Node;
+use crate::store::{
+    EventLevel, HookExit, NewHookRun, NewSnapshot, Release, ReleaseRowId, ReleaseState,
+    SnapshotKind, Store, TxnId, TxnResult,
+};
+
+/// A running transaction and its journal.
+pub struct Journal<'a> {
+    pub store: &'a mut Store,
+    pub txn: TxnId,
+}
+
+impl std::fmt::Debug for Journal<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("txn", &self.txn).finish()
+    }
+}
+
+impl Journal<'_> {
+    /// Runs one named step, journaled before and after.
+    pub fn step<T>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce() -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let txn = self.txn;
+        let id = self.store.write(|w| w.step_started(txn, name))?;
+        match f() {
+            Ok(v) => {
+                self.store.write(|w| w.step_done(id, None))?;
+                Ok(v)
+            }
+            Err(e) => {
+                let detail = e.to_string();
+                self.store.write(|w| w.step_failed(id, Some(&detail)))?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends the transaction as failed with `error`'s message, returning it.
+    pub fn fail(&mut self, result: TxnResult, error: Error) -> Error {
+        let txn = self.txn;
+        let text = error.to_string();
+        // The error to report is `error`; a store failure here would hide it.
+        let _ = self
+            .store
+            .write(|w| w.finish_transaction(txn, result, Some(&text)));
+        error
+    }
+}
+
+/// What a hook needs to know about the transaction.
+#[derive(Debug, Clone)]
+pub struct HookContext {
+    pub action: &'static str,
+    pub package: String,
+    pub release: ReleaseId,
+    pub channel: Option<String>,
+    /// The release directory (MANIFEST.toml, hooks/, files/).
+    pub release_dir: PathBuf,
+    pub previous: Option<(ReleaseId, PathBuf)>,
+    pub snapshot_dir: Option<PathBuf>,
+    pub timeout_secs: u64,
+}
+
+/// Hook output goes to stderr, each line prefixed with package and hook.
+#[derive(Debug)]
+pub struct Stderr {
+    pub package: String,
+}
+
+impl OutputSink for Stderr {
+    fn line(&self, hook: &str, line: &[u8]) {
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "[{} {hook}] ", self.package);
+        let _ = err.write_all(line);
+        let _ = writeln!(err);
+    }
+}
+
+/// Runs hook `name`: the release's own (when its manifest has it), then
+/// the node's `<root>/etc/berth/hooks/<pkg>/<name>.d/*` in name order.
+/// Every run is recorded; the first failure stops and is returned.
+pub fn run_hook(
+    node: &Node,
+    journal: &mut Journal<'_>,
+    manifest: &Manifest,
+    ctx: &HookContext,
+    name: &str,
+) -> Result<Ending, Error> {
+    let mut programs = Vec::new();
+    if manifest.hooks.iter().any(|(n, _)| n == name) {
+        programs.push(unpack::hook_path(&ctx.release_dir, name));
+    }
+    let node_dir = node.layout.node_hooks_dir(&ctx.package, name);
+    if let Ok(entries) = fs::read_dir(&node_dir) {
+        let mut extra: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        extra.sort();
+        programs.extend(extra.into_iter().filter(|p| p.is_file()));
+    }
+    let env = hook_env(node, ctx)?;
+    let sink = Stderr {
+        package: ctx.package.clone(),
+    };
+    for program in programs {
+        let cmd = HookCommand {
+            name: name.to_owned(),
+            program: program.clone(),
+            cwd: unpack::tree_dir(&ctx.release_dir),
+            env: env.clone(),
+            timeout: std::time::Duration::from_secs(ctx.timeout_secs),
+        };
+        let started = jiff::Timestamp::now();
+        let txn = journal.txn;
+        let step = journal
+            .store
+            .write(|w| w.step_started(txn, &format!("hook {name}")))?;
+        let run = match hooks::run(&cmd, &sink).at("cannot run hook", &program) {
+            Ok(run) => run,
+            Err(e) => {
+                let detail = e.to_string();
+                journal
+                    .store
+                    .write(|w| w.step_failed(step, Some(&detail)))?;
+                return Err(e.into());
+            }
+        };
+        let (exit, timed_out) = match run.ending {
+            Ending::Exited(c) => (Some(HookExit::Code(c)), false),
+            Ending::Signaled(s) => (Some(HookExit::Signal(s)), false),
+            Ending::TimedOut => (None, true),
+        };
+        let text = run.output.text();
+        let ending = run.ending.to_string();
+        journal.store.write(|w| {
+            if run.ending.success() {
+                w.step_done(step, None)?;
+            } else {
+                w.step_failed(step, Some(&ending))?;
+            }
+            w.record_hook_run(&NewHookRun {
+                txn,
+                hook: name,
+                started_at: started,
+                finished_at: jiff::Timestamp::now(),
+                exit,
+                timed_out,
+                output: &text,
+                output_bytes_total: run.output.total,
+            })
+        })?;
+        if !run.ending.success() {
+            return Ok(run.ending);
+        }
+    }
+    Ok(Ending::Exited(0))
+}
+
+/// Runs hook `name`, which must succeed before the switch: a failure is
+/// [`Error::HookBeforeSwitch`], for the caller to undo and end the
+/// transaction with.
+pub fn require_hook(
+    node: &Node,
+    journal: &mut Journal<'_>,
+    manifest: &Manifest,
+    ctx: &HookContext,
+    name: &str,
+) -> Result<(), Error> {
+    let ending = run_hook(node, journal, manifest, ctx, name)?;
+    if ending.success() {
+        Ok(())
+    } else {
+        Err(Error::HookBeforeSwitch {
+            hook: name.into(),
+            release: ctx.release.to_string(),
+            ending: ending.to_string(),
+        })
+    }
+}
+
+/// The hook environment: a plain PATH, the BERTH_* variables of the
+/// contract, and the package's env file when the node has one.
+fn hook_env(node: &Node, ctx: &HookContext) -> Result<Vec<(String, String)>, Error> {
+    let path = std::env::var("PATH")
+        .unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let s = |p: &Path| p.display().to_string();
+    let mut env = vec![
+        ("PATH".to_owned(), path),
+        ("BERTH_ACTION".into(), ctx.action.into()),
+        ("BERTH_PACKAGE".into(), ctx.package.clone()),
+        ("BERTH_VERSION".into(), ctx.release.version.clone()),
+        ("BERTH_BUILD".into(), ctx.release.build.to_string()),
+        (
+            "BERTH_CHANNEL".into(),
+            ctx.channel.clone().unwrap_or_default(),
+        ),
+        (
+            "BERTH_RELEASE_DIR".into(),
+            s(&unpack::tree_dir(&ctx.release_dir)),
+        ),
+        ("BERTH_ROOT".into(), s(node.layout.root())),
+        (
+            "BERTH_PREVIOUS_VERSION".into(),
+            ctx.previous
+                .as_ref()
+                .map(|(r, _)| r.version_build())
+                .unwrap_or_default(),
+        ),
+        (
+            "BERTH_PREVIOUS_DIR".into(),
+            ctx.previous
+                .as_ref()
+                .map(|(_, d)| s(&unpack::tree_dir(d)))
+                .unwrap_or_default(),
+        ),
+        (
+            "BERTH_SNAPSHOT_DIR".into(),
+            ctx.snapshot_dir.as_deref().map(s).unwrap_or_default(),
+        ),
+    ];
+    if let Some(file) = env_file(node, &ctx.package) {
+        let text = fs::read_to_string(&file).at("cannot read the env file", &file)?;
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some((k, v)) = line.trim_start_matches("export ").split_once('=') {
+                let v = v.trim().trim_matches('"').trim_matches('\'');
+                env.push((k.trim().to_owned(), v.to_owned()));
+            }
+        }
+    }
+    Ok(env)
+}
+
+/// The node's env file for `package`, under the root, if configured.
+pub fn env_file(node: &Node, package: &str) -> Option<PathBuf> {
+    let file = node.config.packages.get(package)?.env_file.as_ref()?;
+    Some(node.layout.path(&file.display().to_string()))
+}
+
+/// Points `target` at `tree` with one `rename(2)` of a new symlink over it,
+/// then fsyncs the directory: the commit point of a switch.
+pub fn switch(target: &Path, tree: &Path, txn: TxnId) -> Result<(), Error> {
+    let dir = target.parent().unwrap_or(Path::new("/"));
+    fsutil::create_dir_all_synced(dir)?;
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.berth-{txn}"));
+    let _ = fs::remove_file(&tmp);
+    symlink(tree, &tmp).at("cannot create symlink", &tmp)?;
+    fs::rename(&tmp, target).at("cannot switch", target)?;
+    fsutil::sync_dir(dir)?;
+    Ok(())
+}
+
+/// Removes `target` if it is a symlink (a first install whose health check
+/// failed leaves the node as it was: without the target).
+pub fn unswitch(target: &Path) -> Result<(), Error> {
+    match fs::remove_file(target) {
+        Ok(()) => Ok(fsutil::sync_dir(target.parent().unwrap_or(Path::new("/")))?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(PathError::new("cannot remove", target, e).into()),
+    }
+}
+
+/// Refuses a target that exists and is not a symlink: berth owns it.
+pub fn check_target(target: &Path) -> Result<(), Error> {
+    match fs::symlink_metadata(target) {
+        Ok(m) if !m.file_type().is_symlink() => Err(Error::TargetNotSymlink {
+            path: target.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Where `target` points, if it is a symlink.
+pub fn target_of(target: &Path) -> Option<PathBuf> {
+    fs::read_link(target).ok()
+}
+
+/// Paths in a release tree that the node owns, ignored by drift checks.
+pub fn node_local(manifest: &Manifest) -> Vec<String> {
+    let mut v: Vec<String> = manifest.install.shared.clone();
+    v.extend(manifest.install.preserve.iter().cloned());
+    if manifest.install.env_file {
+        v.push(ENV_LINK.into());
+    }
+    v
+}
+
+/// The env file's name in a release tree.
+pub const ENV_LINK: &str = ".env";
+
+/// Whether the release dir `dir` holds exactly `manifest`'s tree.
+pub fn intact(dir: &Path, manifest: &Manifest) -> Result<bool, Error> {
+    let local = node_local(manifest);
+    let local: Vec<&str> = local.iter().map(String::as_str).collect();
+    Ok(unpack::drift(dir, manifest, &local)?.is_empty())
+}
+
+/// Links the node-local parts into a fresh release tree: shared dirs
+/// (kept under `<state>/shared/<pkg>/`), preserved files copied from the
+/// previous release, and the env file.
+pub fn link_node_local(
+    node: &Node,
+    package: &str,
+    manifest: &Manifest,
+    tree: &Path,
+    previous_tree: Option<&Path>,
+) -> Result<(), Error> {
+    for shared in &manifest.install.shared {
+        let keep = node
+            .layout
+            .state_dir()
+            .join("shared")
+            .join(package)
+            .join(shared);
+        fsutil::create_dir_all_synced(&keep)?;
+        let at = tree.join(shared);
+        if fs::read_link(&at).ok().as_deref() == Some(keep.as_path()) {
+            continue;
+        }
+        remove_any(&at)?;
+        if let Some(parent) = at.parent() {
+            fsutil::create_dir_all_synced(parent)?;
+        }
+        symlink(&keep, &at).at("cannot link shared dir", &at)?;
+    }
+    if let Some(prev) = previous_tree {
+        for p in &manifest.install.preserve {
+            let from = prev.join(p);
+            if fs::symlink_metadata(&from).is_ok_and(|m| m.is_file()) {
+                let to = tree.join(p);
+                if let Some(parent) = to.parent() {
+                    fsutil::create_dir_all_synced(parent)?;
+                }
+                fs::copy(&from, &to).at("cannot carry over", &from)?;
+            }
+        }
+    }
+    if manifest.install.env_file
+        && let Some(file) = env_file(node, package)
+    {
+        let at = tree.join(ENV_LINK);
+        remove_any(&at)?;
+        symlink(&file, &at).at("cannot link the env file", &at)?;
+    }
+    Ok(())
+}
+
+fn remove_any(path: &Path) -> Result<(), Error> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path).at("cannot remove", path)?,
+        Ok(_) => fs::remove_file(path).at("cannot remove", path)?,
+        Err(_) => {}
+    }
+    Ok(())
+}
+
+/// Takes the snapshot of `current` (the release being replaced) into
+/// `<state>/snapshots/<txn>/`: a reference to its cached artifact when its
+/// tree is intact, else a tar.zst of the tree. Returns the directory and
+/// the kind; the caller runs backup and dump into it, then records it.
+pub fn snapshot_tree(
+    node: &Node,
+    current: &Release,
+    manifest: &Manifest,
+    txn: TxnId,
+) -> Result<(PathBuf, SnapshotKind), Error> {
+    let dir = node.layout.snapshots_dir().join(txn.to_string());
+    fsutil::create_dir_all_synced(&dir)?;
+    for sub in ["backup", "dumps"] {
+        fsutil::create_dir_all_synced(&dir.join(sub))?;
+    }
+    let cached = node.layout.cached_artifact(&current.sha256);
+    if cached.is_file() && current.dir.is_dir() && intact(&current.dir, manifest)? {
+        fs::write(dir.join("artifact"), format!("{}\n", current.sha256))
+            .at("cannot write snapshot", &dir)?;
+        return Ok((dir, SnapshotKind::ArtifactRef));
+    }
+    let tarball = dir.join("tree.tar.zst");
+    let file = fs::File::create(&tarball).at("cannot write snapshot", &tarball)?;
+    let zstd = zstd::stream::write::Encoder::new(file, 3)
+        .at("cannot write snapshot", &tarball)?
+        .auto_finish();
+    let mut tar = tar::Builder::new(zstd);
+    tar.follow_symlinks(false);
+    let tree = unpack::tree_dir(&current.dir);
+    if tree.is_dir() {
+        tar.append_dir_all(".", &tree)
+            .at("cannot pack the tree of", &tree)?;
+    }
+    let zstd = tar.into_inner().at("cannot write snapshot", &tarball)?;
+    drop(zstd);
+    fs::File::open(&tarball)
+        .and_then(|f| f.sync_all())
+        .at("cannot sync", &tarball)?;
+    Ok((dir, SnapshotKind::TreeTarball))
+}
+
+/// Bytes of the files under `dir`.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map_or(0, |m| m.len()),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// Whether `dir` holds anything.
+pub fn non_empty(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
+}
+
+/// Records a finished snapshot.
+pub fn record_snapshot(
+    journal: &mut Journal<'_>,
+    release: ReleaseRowId,
+    dir: &Path,
+    kind: SnapshotKind,
+    sha256: &str,
+) -> Result<i64, Error> {
+    let txn = journal.txn;
+    let id = journal.store.write(|w| {
+        w.record_snapshot(&NewSnapshot {
+            release,
+            txn,
+            kind,
+            dir,
+            artifact_sha256: (kind == SnapshotKind::ArtifactRef).then_some(sha256),
+            bytes: dir_bytes(dir),
+            has_backup: non_empty(&dir.join("backup")),
+            has_dumps: non_empty(&dir.join("dumps")),
+        })
+    })?;
+    Ok(id.0)
+}
+
+/// Finishes what an interrupted command left: this process holds the node
+/// lock, so a transaction still `running` belongs to a dead process. The
+/// target link on disk is the truth: the release it points at is current.
+/// Staging directories are removed.
+pub fn recover(node: &Node, store: &mut Store) -> Result<(), Error> {
+    for txn in store.unfinished_transactions()? {
+        let id = txn.id;
+        store.write(|w| {
+            w.finish_transaction(
+                id,
+                TxnResult::Failed,
+                Some("interrupted; recovered by the next command"),
+            )?;
+            w.record_event(
+                &txn.package,
+                Some(id),
+                EventLevel::Warn,
+                "an interrupted transaction was closed as failed",
+            )
+        })?;
+        let releases = store.releases(&txn.package)?;
+        let Some(manifest_target) = releases
+            .iter()
+            .find_map(|r| Manifest::parse(&r.manifest).ok().map(|m| m.install.target))
+        else {
+            continue;
+        };
+        let target = node.layout.path(&manifest_target);
+        let on_disk = target_of(&target);
+        if let Some(r) = releases
+            .iter()
+            .find(|r| on_disk.as_deref() == Some(unpack::tree_dir(&r.dir).as_path()))
+        {
+            let row = r.id;
+            store.write(|w| w.set_current_release(row))?;
+        }
+        clean_staging(node, &txn.package)?;
+    }
+    Ok(())
+}
+
+/// Removes `.staging-*` directories of `package`.
+pub fn clean_staging(node: &Node, package: &str) -> Result<(), Error> {
+    let dir = node.layout.releases_dir(package);
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(".staging-") {
+            fs::remove_dir_all(e.path()).at("cannot remove", &e.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes release dirs past `keep` (newest kept first), never the current
+/// one nor `also_keep` (the release a rollback would go to), and snapshots
+/// past the node's retention.
+pub fn prune(
+    node: &Node,
+    store: &mut Store,
+    package: &str,
+    keep: u32,
+    also_keep: Option<ReleaseRowId>,
+) -> Result<(), Error> {
+    let releases = store.releases(package)?;
+    let mut kept = 0;
+    for r in &releases {
+        if !r.dir.exists() {
+            continue;
+        }
+        if r.current || Some(r.id) == also_keep || (kept < keep && r.state != ReleaseState::Failed)
+        {
+            kept += 1;
+            continue;
+        }
+        fs::remove_dir_all(&r.dir).at("cannot prune", &r.dir)?;
+    }
+    let limit = node.config.retention.snapshots as usize;
+    let max_bytes = node.config.retention.snapshot_bytes;
+    let mut bytes = 0;
+    for (i, s) in store.snapshots(package)?.into_iter().enumerate() {
+        bytes += s.bytes;
+        if i < limit.max(1) && (max_bytes == 0 || bytes <= max_bytes || i == 0) {
+            continue;
+        }
+        if s.dir.exists() {
+            fs::remove_dir_all(&s.dir).at("cannot prune", &s.dir)?;
+        }
+        let id = s.id;
+        store.write(|w| w.delete_snapshot(id))?;
+    }
+    Ok(())
+}
