@@ -5,16 +5,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Interop peers and tools the end-to-end tests run for real.
+# Interop peers and tools the end-to-end tests run for real (the ready hooks'
+# tests: curl, sqlite3, the PostgreSQL client and server, runuser).
 declare -A package_of=(
     [tar]=tar [zstd]=zstd [git]=git [sha256sum]=coreutils [script]=bsdutils
-    [mkfifo]=coreutils [python3]=python3
+    [mkfifo]=coreutils [python3]=python3 [curl]=curl [sqlite3]=sqlite3
+    [psql]=postgresql-client [pg_dump]=postgresql-client
+    [pg_restore]=postgresql-client [runuser]=util-linux
 )
 missing=()
 for tool in "${!package_of[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
 done
+# The PostgreSQL server (initdb, pg_ctl) is not on PATH: Debian puts it in
+# /usr/lib/postgresql/<version>/bin, where tests/e2e/hooks.rs looks for it.
+compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     echo "installing: ${missing[*]}" >&2
     if [ "$(id -u)" -ne 0 ]; then
         echo "error: the tests need ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2
