@@ -8,8 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --quiet --locked -p packager -p agent
-export PATH="$PWD/target/debug:$PATH"
+# BERTH_BIN: a directory holding packager and agent already built (the
+# test suite runs this script that way).
+if [ -z "${BERTH_BIN:-}" ]; then
+    cargo build --quiet --locked -p packager -p agent
+    BERTH_BIN=$PWD/target/debug
+fi
+export PATH="$BERTH_BIN:$PATH"
 demo=${BERTH_DEMO:-$PWD/target/quickstart}
 rm -rf "$demo"
 mkdir -p "$demo"

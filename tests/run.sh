@@ -11,7 +11,7 @@ declare -A package_of=(
     [tar]=tar [zstd]=zstd [git]=git [sha256sum]=coreutils [script]=bsdutils
     [mkfifo]=coreutils [python3]=python3 [curl]=curl [sqlite3]=sqlite3
     [psql]=postgresql-client [pg_dump]=postgresql-client
-    [pg_restore]=postgresql-client [runuser]=util-linux
+    [pg_restore]=postgresql-client [runuser]=util-linux [flock]=util-linux
 )
 missing=()
 for tool in "${!package_of[@]}"; do

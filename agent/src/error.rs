@@ -87,7 +87,7 @@ pub enum Error {
     #[error("{release} has no restore hook, so its data cannot be put back")]
     NoRestoreHook { release: String },
     #[error(
-        "the release directory of {release} is gone and its artifact is no longer in the node's cache"
+        "the release directory of {release} is gone and the node's cache holds no intact artifact of it"
     )]
     ReleaseDirGone { release: String },
 }

@@ -5,6 +5,10 @@
 // A test that cannot set up its world should stop right there, loudly.
 #![allow(clippy::unwrap_used)]
 
+mod agent_bad_input;
+mod agent_install;
+mod agent_rollback;
+mod agent_support;
 mod bad_input_build;
 mod bad_input_repo;
 mod build;
@@ -16,6 +20,7 @@ mod help;
 mod hooks;
 mod progress;
 mod publish;
+mod quickstart;
 mod repo_support;
 mod verify;
 

@@ -20,7 +20,6 @@ use berth_core::unpack::{self, UnpackOptions};
 
 use crate::error::Error;
 use crate::fetch;
-use crate::hooks::Ending;
 use crate::node::Node;
 use crate::ops::txn::{self, HookContext, Journal};
 use crate::resolve::{self, Wanted};
@@ -78,10 +77,14 @@ pub fn install(
     if opts.dry_run {
         return dry_run(node, opts);
     }
+    let located = locate(node, opts)?;
+    if let Located::File { manifest, .. } = &located {
+        txn::check_target(&node.layout.path(&manifest.install.target))?;
+    }
     let _lock = node.lock(&format!("install {label}"))?;
     let mut store = node.store()?;
     txn::recover(node, &mut store)?;
-    let source = find(node, opts, progress)?;
+    let source = obtain(node, located, progress)?;
     let release = source.manifest.release();
     let package = release.name.clone();
     let target = node.layout.path(&source.manifest.install.target);
@@ -194,6 +197,7 @@ fn run(
             }
             Err(e) => {
                 undo_unpack(created);
+                mark_failed(journal, row);
                 return Err(journal.fail(TxnResult::Failed, e));
             }
         }
@@ -208,16 +212,28 @@ fn run(
         snapshot_dir: snapshot_dir.as_ref().map(|(d, _)| d.clone()),
         timeout_secs: manifest.hooks.timeout_secs,
     };
-    let abort = |journal: &mut Journal<'_>, e: Error| {
+    // Undoes what was made before the switch: the unpacked dir, the
+    // snapshot dir and, once recorded, the snapshot's row.
+    let abort = |journal: &mut Journal<'_>, e: Error, recorded: Option<i64>| {
         undo_unpack(created);
         if let Some((dir, _)) = &snapshot_dir {
             let _ = fs::remove_dir_all(dir);
         }
+        if let Some(id) = recorded {
+            let _ = journal
+                .store
+                .write(|w| w.delete_snapshot(crate::store::SnapshotId(id)));
+        }
+        mark_failed(journal, row);
         journal.fail(TxnResult::Failed, e)
     };
-    for hook in ["backup", "dump"] {
-        if let Err(e) = txn::require_hook(node, journal, manifest, &ctx, hook) {
-            return Err(abort(journal, e));
+    // Backup and dump write into the snapshot: with no release being
+    // replaced there is none, and nothing of the package's to keep.
+    if snapshot_dir.is_some() {
+        for hook in ["backup", "dump"] {
+            if let Err(e) = txn::require_hook(node, journal, manifest, &ctx, hook) {
+                return Err(abort(journal, e, None));
+            }
         }
     }
     if let (Some(cur), Some((dir, kind))) = (current, &snapshot_dir) {
@@ -235,25 +251,29 @@ fn run(
     if let Err(e) = journal.step("link", || {
         txn::link_node_local(node, &package, manifest, &tree, previous_tree.as_deref())
     }) {
-        return Err(abort(journal, e));
+        return Err(abort(journal, e, snapshot));
     }
     if let Err(e) = txn::require_hook(node, journal, manifest, &ctx, "pre_install") {
-        return Err(abort(journal, e));
+        return Err(abort(journal, e, snapshot));
     }
 
     // The commit point.
     let txn_id = journal.txn;
     if let Err(e) = journal.step("switch", || txn::switch(target, &tree, txn_id)) {
-        return Err(abort(journal, e));
+        return Err(abort(journal, e, snapshot));
     }
 
     for hook in ["post_install", "health"] {
-        let ending = txn::run_hook(node, journal, manifest, &ctx, hook)?;
-        if !ending.success() {
-            return Err(after_switch_failure(
-                node, journal, hook, ending, &release, row, current, target, opts,
-            ));
-        }
+        let ending = match txn::run_hook(node, journal, manifest, &ctx, hook) {
+            Ok(ending) if ending.success() => continue,
+            Ok(ending) => ending.to_string(),
+            // A hook that cannot even start fails like one that exits
+            // non-zero: the node must not stay on an unchecked release.
+            Err(e) => e.to_string(),
+        };
+        return Err(after_switch_failure(
+            node, journal, hook, ending, &release, row, current, target, opts,
+        ));
     }
 
     let prev_id = current.map(|c| c.id);
@@ -275,6 +295,15 @@ fn run(
     Ok(snapshot)
 }
 
+/// Records that the install of `row` failed before the switch (the
+/// release stays out of `installing`). A store failure here must not hide
+/// the error being reported.
+fn mark_failed(journal: &mut Journal<'_>, row: crate::store::ReleaseRowId) {
+    let _ = journal
+        .store
+        .write(|w| w.set_release_state(row, ReleaseState::Failed));
+}
+
 /// post_install or health failed after the switch: back to the previous
 /// release (or to no release at all on a first install), unless told not to.
 #[allow(clippy::too_many_arguments)]
@@ -282,7 +311,7 @@ fn after_switch_failure(
     node: &Node,
     journal: &mut Journal<'_>,
     hook: &str,
-    ending: Ending,
+    ending: String,
     release: &ReleaseId,
     row: crate::store::ReleaseRowId,
     current: Option<&Release>,
@@ -298,7 +327,7 @@ fn after_switch_failure(
         let e = Error::FailedInPlace {
             hook: hook.into(),
             release: release.to_string(),
-            ending: ending.to_string(),
+            ending,
         };
         return journal.fail(TxnResult::Failed, e);
     }
@@ -342,7 +371,7 @@ fn after_switch_failure(
     let e = Error::RolledBack {
         hook: hook.into(),
         release: release.to_string(),
-        ending: ending.to_string(),
+        ending,
         back_to,
     };
     journal.fail(TxnResult::RolledBack, e)
@@ -396,9 +425,43 @@ fn is_installed_intact(cur: &Release, source: &Source, target: &Path) -> Result<
         && txn::intact(&cur.dir, &source.manifest)?)
 }
 
-/// Finds the artifact: resolved and fetched from the repository, or the
-/// given file, copied into the cache.
-fn find(node: &Node, opts: &InstallOptions, progress: &dyn Progress) -> Result<Source, Error> {
+/// Where the artifact is, found without writing anything: a checked file,
+/// or a release resolved in the repository's channels.
+enum Located {
+    File {
+        path: PathBuf,
+        sha256: String,
+        manifest: Box<Manifest>,
+    },
+    Repo {
+        repo: Repository,
+        resolved: Box<resolve::Resolved>,
+    },
+}
+
+impl Located {
+    fn release(&self) -> Result<ReleaseId, Error> {
+        Ok(match self {
+            Located::File { manifest, .. } => manifest.release(),
+            Located::Repo { resolved, .. } => ReleaseId::new(
+                &resolved.package,
+                &resolved.entry.version,
+                resolved.entry.build,
+            )?,
+        })
+    }
+
+    fn sha256(&self) -> &str {
+        match self {
+            Located::File { sha256, .. } => sha256,
+            Located::Repo { resolved, .. } => &resolved.entry.sha256,
+        }
+    }
+}
+
+/// Finds the artifact, read only: bad input is refused before the node is
+/// touched (no lock file, no state database created).
+fn locate(node: &Node, opts: &InstallOptions) -> Result<Located, Error> {
     if let Some(path) = &opts.file {
         let (sha256, _) = digest::sha256_file(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -408,19 +471,10 @@ fn find(node: &Node, opts: &InstallOptions, progress: &dyn Progress) -> Result<S
             }
         })?;
         let manifest = read_manifest(path)?;
-        let cached = node.layout.cached_artifact(&sha256);
-        if !cached.is_file() {
-            fsutil::create_dir_all_synced(&node.layout.cache_dir())?;
-            let mut tmp = fsutil::temp_file_in(&node.layout.cache_dir())?;
-            let mut from = fs::File::open(path).at("cannot open", path)?;
-            std::io::copy(&mut from, tmp.as_file_mut()).at("cannot write", tmp.path())?;
-            fsutil::persist(tmp, &cached)?;
-        }
-        return Ok(Source {
-            path: cached,
+        return Ok(Located::File {
+            path: path.clone(),
             sha256,
-            manifest,
-            channel: None,
+            manifest: Box::new(manifest),
         });
     }
     let wanted = opts
@@ -432,14 +486,46 @@ fn find(node: &Node, opts: &InstallOptions, progress: &dyn Progress) -> Result<S
     })?;
     let (repo, _) = Repository::open(url, Open::Existing)?;
     let resolved = resolve::resolve(&repo, wanted, &node.channels(&wanted.package))?;
-    let fetched = fetch::fetch(&repo, &resolved, &node.layout, progress)?;
-    let manifest = read_manifest(&fetched.path)?;
-    Ok(Source {
-        path: fetched.path,
-        sha256: resolved.entry.sha256,
-        manifest,
-        channel: Some(resolved.channel),
+    Ok(Located::Repo {
+        repo,
+        resolved: Box::new(resolved),
     })
+}
+
+/// Puts the located artifact in the node's cache (under the node lock).
+fn obtain(node: &Node, located: Located, progress: &dyn Progress) -> Result<Source, Error> {
+    match located {
+        Located::File {
+            path,
+            sha256,
+            manifest,
+        } => {
+            let cached = node.layout.cached_artifact(&sha256);
+            if !cached.is_file() {
+                fsutil::create_dir_all_synced(&node.layout.cache_dir())?;
+                let mut tmp = fsutil::temp_file_in(&node.layout.cache_dir())?;
+                let mut from = fs::File::open(&path).at("cannot open", &path)?;
+                std::io::copy(&mut from, tmp.as_file_mut()).at("cannot write", tmp.path())?;
+                fsutil::persist(tmp, &cached)?;
+            }
+            Ok(Source {
+                path: cached,
+                sha256,
+                manifest: *manifest,
+                channel: None,
+            })
+        }
+        Located::Repo { repo, resolved } => {
+            let fetched = fetch::fetch(&repo, &resolved, &node.layout, progress)?;
+            let manifest = read_manifest(&fetched.path)?;
+            Ok(Source {
+                path: fetched.path,
+                sha256: resolved.entry.sha256,
+                manifest,
+                channel: Some(resolved.channel),
+            })
+        }
+    }
 }
 
 fn read_manifest(path: &Path) -> Result<Manifest, Error> {
@@ -453,23 +539,12 @@ fn read_manifest(path: &Path) -> Result<Manifest, Error> {
 /// `--dry-run`: what would happen, changing nothing (no lock, no store
 /// created, nothing fetched).
 fn dry_run(node: &Node, opts: &InstallOptions) -> Result<InstallReport, Error> {
-    let (release, sha256, channel, target_rel) = if let Some(path) = &opts.file {
-        let (sha, _) =
-            digest::sha256_file(path).map_err(|_| Error::ArtifactMissing { path: path.clone() })?;
-        let m = read_manifest(path)?;
-        (m.release(), sha, None, Some(m.install.target))
-    } else {
-        let wanted = opts
-            .wanted
-            .as_ref()
-            .expect("the command line gives a name or a file");
-        let url = node.repository().ok_or_else(|| Error::NoRepository {
-            package: wanted.package.clone(),
-        })?;
-        let (repo, _) = Repository::open(url, Open::Existing)?;
-        let r = resolve::resolve(&repo, wanted, &node.channels(&wanted.package))?;
-        let release = ReleaseId::new(&r.package, &r.entry.version, r.entry.build)?;
-        (release, r.entry.sha256, Some(r.channel), None)
+    let located = locate(node, opts)?;
+    let release = located.release()?;
+    let sha256 = located.sha256().to_owned();
+    let (channel, target_rel) = match &located {
+        Located::File { manifest, .. } => (None, Some(manifest.install.target.clone())),
+        Located::Repo { resolved, .. } => (Some(resolved.channel.clone()), None),
     };
     let store: Option<Store> = node.existing_store()?;
     let current = match &store {

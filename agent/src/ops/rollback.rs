@@ -55,11 +55,6 @@ pub fn rollback(
     progress: &dyn Progress,
 ) -> Result<RollbackReport, Error> {
     name::check_package_name(&opts.package)?;
-    let _lock = if opts.dry_run {
-        None
-    } else {
-        Some(node.lock(&format!("rollback {}", opts.package))?)
-    };
     let mut store = match node.existing_store()? {
         Some(s) => s,
         None => {
@@ -67,6 +62,11 @@ pub fn rollback(
                 package: opts.package.clone(),
             });
         }
+    };
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(node.lock(&format!("rollback {}", opts.package))?)
     };
     if !opts.dry_run {
         txn::recover(node, &mut store)?;
@@ -158,6 +158,15 @@ pub fn rollback(
             .ok_or_else(|| Error::ReleaseDirGone {
                 release: target_release.release.to_string(),
             })?;
+        // Hashed before use, as fetch does: damaged or other bytes in the
+        // cache are never unpacked as this release.
+        let (sha256, _) = berth_core::digest::sha256_file(&cached)
+            .map_err(|e| berth_core::fsutil::PathError::new("cannot read", &cached, e))?;
+        if sha256 != target_release.sha256 {
+            return Err(Error::ReleaseDirGone {
+                release: target_release.release.to_string(),
+            });
+        }
         if dir.exists() {
             fs::remove_dir_all(&dir)
                 .map_err(|e| berth_core::fsutil::PathError::new("cannot replace", &dir, e))?;
@@ -245,8 +254,13 @@ pub fn rollback(
         return Err(journal.fail(TxnResult::Failed, e));
     }
     for hook in ["post_install", "health"] {
-        let ending = txn::run_hook(node, &mut journal, &manifest, &ctx, hook)?;
-        if !ending.success() {
+        let ending = match txn::run_hook(node, &mut journal, &manifest, &ctx, hook) {
+            Ok(ending) if ending.success() => None,
+            Ok(ending) => Some(ending.to_string()),
+            // A hook that cannot even start fails like one that exits non-zero.
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(ending) = ending {
             // Back to where the rollback started.
             let back = journal.step("switch back", || {
                 txn::switch(&target, &previous_tree, txn_id)
@@ -257,7 +271,7 @@ pub fn rollback(
             let e = Error::RolledBack {
                 hook: hook.into(),
                 release: target_release.release.to_string(),
-                ending: ending.to_string(),
+                ending,
                 back_to: current.release.to_string(),
             };
             return Err(journal.fail(TxnResult::RolledBack, e));

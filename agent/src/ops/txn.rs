@@ -117,7 +117,7 @@ pub fn run_hook(
         extra.sort();
         programs.extend(extra.into_iter().filter(|p| p.is_file()));
     }
-    let env = hook_env(node, ctx)?;
+    let env = hook_env(node, ctx, journal.txn)?;
     let sink = Stderr {
         package: ctx.package.clone(),
     };
@@ -199,7 +199,7 @@ pub fn require_hook(
 
 /// The hook environment: a plain PATH, the BERTH_* variables of the
 /// contract, and the package's env file when the node has one.
-fn hook_env(node: &Node, ctx: &HookContext) -> Result<Vec<(String, String)>, Error> {
+fn hook_env(node: &Node, ctx: &HookContext, txn: TxnId) -> Result<Vec<(String, String)>, Error> {
     let path = std::env::var("PATH")
         .unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     let s = |p: &Path| p.display().to_string();
@@ -236,6 +236,7 @@ fn hook_env(node: &Node, ctx: &HookContext) -> Result<Vec<(String, String)>, Err
             "BERTH_SNAPSHOT_DIR".into(),
             ctx.snapshot_dir.as_deref().map(s).unwrap_or_default(),
         ),
+        ("BERTH_TXN".into(), txn.to_string()),
     ];
     if let Some(file) = env_file(node, &ctx.package) {
         let text = fs::read_to_string(&file).at("cannot read the env file", &file)?;

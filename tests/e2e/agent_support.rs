@@ -1,0 +1,377 @@
+//! Helpers shared by the agent tests: a node root in the test's temp dir, a
+//! repository of `webapp` releases whose hooks log every run, keep the app's
+//! SQLite data (migrate, dump, restore) and fail on demand, and ways to read
+//! the node (target link, `sqlite3`, JSON reports) and prove a command
+//! changed nothing.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use berth_tests::{Run, TestEnv, tree_state, write, write_exec};
+use serde_json::Value;
+
+use crate::repo_support::{Artifact, REPO, build_into, publish};
+
+/// The node root, relative to the test's temp dir.
+pub const ROOT: &str = "node";
+
+/// The hooks' log, outside the node root (so that it is not node state).
+pub const HOOK_LOG: &str = "hooks.log";
+
+/// Every hook a test release has, in the order an install runs them.
+pub const HOOKS: [&str; 6] = [
+    "backup",
+    "dump",
+    "pre_install",
+    "post_install",
+    "health",
+    "restore",
+];
+
+/// A `webapp` release to build: version, build number, data epoch, and the
+/// hooks that fail (each hook fails when its release holds `fail-<hook>`)
+/// and those that cannot even start (their interpreter does not exist).
+#[derive(Debug, Clone)]
+pub struct Rel {
+    pub version: &'static str,
+    pub build: u64,
+    pub epoch: u64,
+    pub failing: Vec<&'static str>,
+    pub unstartable: Vec<&'static str>,
+}
+
+/// `webapp` VERSION+BUILD, data epoch 1, every hook passing.
+pub fn rel(version: &'static str, build: u64) -> Rel {
+    Rel {
+        version,
+        build,
+        epoch: 1,
+        failing: Vec::new(),
+        unstartable: Vec::new(),
+    }
+}
+
+impl Rel {
+    pub fn epoch(mut self, epoch: u64) -> Rel {
+        self.epoch = epoch;
+        self
+    }
+
+    /// The release's `hook` exits 1.
+    pub fn failing(mut self, hook: &'static str) -> Rel {
+        self.failing.push(hook);
+        self
+    }
+
+    /// The release's `hook` names an interpreter that does not exist.
+    pub fn unstartable(mut self, hook: &'static str) -> Rel {
+        self.unstartable.push(hook);
+        self
+    }
+
+    /// `VERSION+BUILD`.
+    pub fn vb(&self) -> String {
+        format!("{}+{}", self.version, self.build)
+    }
+
+    /// `webapp@VERSION+BUILD`.
+    pub fn spec(&self) -> String {
+        format!("webapp@{}", self.vb())
+    }
+}
+
+/// The script of hook `name`: it logs `NAME VERSION+BUILD ACTION TXN
+/// SNAPSHOT_DIR`, fails when its release holds `fail-NAME`, then does its
+/// work on the app's database `$BERTH_ROOT/var/lib/webapp/app.db`.
+fn hook_script(log: &Path, name: &str, epoch: u64) -> String {
+    let body = match name {
+        "backup" => "echo \"backup by $BERTH_VERSION+$BERTH_BUILD\" > \"$BERTH_SNAPSHOT_DIR/backup/taken\"".to_owned(),
+        "dump" => "if [ -e \"$db\" ]; then sqlite3 \"$db\" \".backup '$BERTH_SNAPSHOT_DIR/dumps/app.db'\"; fi".to_owned(),
+        "restore" => "test -e \"$BERTH_SNAPSHOT_DIR/dumps/app.db\" || { echo 'no dump to restore'; exit 1; }\n\
+             sqlite3 \"$db\" \".restore '$BERTH_SNAPSHOT_DIR/dumps/app.db'\"".to_owned(),
+        // Epoch 1 makes the table; epoch 2 migrates it (a new column).
+        "post_install" => format!(
+            "mkdir -p \"$(dirname \"$db\")\"\n\
+             sqlite3 \"$db\" 'create table if not exists notes(id integer primary key, body text not null)'\n\
+             if [ {epoch} -ge 2 ] && [ \"$(sqlite3 \"$db\" 'pragma user_version')\" -lt 2 ]; then\n\
+             \x20 sqlite3 \"$db\" \"alter table notes add column tag text; update notes set tag = 'migrated'; pragma user_version = 2\"\n\
+             fi"
+        ),
+        "health" => "echo \"healthy $BERTH_VERSION+$BERTH_BUILD\"".to_owned(),
+        _ => "true".to_owned(),
+    };
+    format!(
+        "#!/bin/sh\nset -e\n\
+         echo \"{name} $BERTH_VERSION+$BERTH_BUILD $BERTH_ACTION $BERTH_TXN $BERTH_SNAPSHOT_DIR\" >> '{log}'\n\
+         if [ -e \"$BERTH_RELEASE_DIR/fail-{name}\" ]; then echo '{name}: failing on purpose'; exit 1; fi\n\
+         db=\"$BERTH_ROOT/var/lib/webapp/app.db\"\n{body}\n",
+        log = log.display()
+    )
+}
+
+fn package_toml(r: &Rel) -> String {
+    let hooks: String = HOOKS
+        .iter()
+        .map(|h| format!("{h} = \"hooks/{h}\"\n"))
+        .collect();
+    format!(
+        "[package]\nname = \"webapp\"\nversion = \"{}\"\ndescription = \"agent test app\"\npayload = \"dist\"\n\n\
+         [install]\ntarget = \"/srv/webapp\"\n\n\
+         [hooks]\n{hooks}timeout_secs = 30\n\n\
+         [rollback]\ndata_epoch = {}\n",
+        r.version, r.epoch
+    )
+}
+
+/// One test's node, repository and hook log.
+#[derive(Debug)]
+pub struct Node {
+    pub env: TestEnv,
+}
+
+impl Node {
+    pub fn new() -> Node {
+        Node {
+            env: TestEnv::new(),
+        }
+    }
+
+    /// The node root.
+    pub fn root(&self) -> PathBuf {
+        self.env.join(ROOT)
+    }
+
+    /// A path under the node root (`/srv/webapp` → `<root>/srv/webapp`).
+    pub fn path(&self, absolute: &str) -> PathBuf {
+        self.root().join(absolute.trim_start_matches('/'))
+    }
+
+    /// `agent --root ROOT ARGS...`.
+    pub fn agent(&self, args: &[&str]) -> Run {
+        let root = self.root();
+        Run::from(
+            self.env
+                .cmd("agent")
+                .arg("--root")
+                .arg(&root)
+                .args(args)
+                .output()
+                .expect("the agent runs"),
+        )
+    }
+
+    /// `agent --root ROOT --repo repo --channel staging ARGS...`.
+    pub fn staging(&self, args: &[&str]) -> Run {
+        let mut all = vec!["--repo", REPO, "--channel", "staging"];
+        all.extend_from_slice(args);
+        self.agent(&all)
+    }
+
+    /// `agent … --channel staging install SPEC [EXTRA...]`.
+    pub fn install(&self, spec: &str, extra: &[&str]) -> Run {
+        let mut args = vec!["install", spec];
+        args.extend_from_slice(extra);
+        self.staging(&args)
+    }
+
+    /// Installs `r` from staging, which must succeed.
+    pub fn installed(&self, r: &Rel) -> Run {
+        self.install(&r.spec(), &[]).ok()
+    }
+
+    /// `agent rollback webapp [ARGS...]`.
+    pub fn rollback(&self, args: &[&str]) -> Run {
+        let mut all = vec!["rollback", "webapp"];
+        all.extend_from_slice(args);
+        self.agent(&all)
+    }
+
+    /// Lays out the application of `r` and builds it into `out/`.
+    pub fn build(&self, r: &Rel) -> Artifact {
+        let app_rel = format!("app-{}", r.vb());
+        let app = self.env.join(&app_rel);
+        write(&app.join("package.toml"), &package_toml(r));
+        write(
+            &app.join("dist/index.html"),
+            &format!("<h1>webapp {}</h1>\n", r.vb()),
+        );
+        write(&app.join("dist/static/app.js"), "console.log('hi');\n");
+        write(&app.join("dist/VERSION"), &format!("{}\n", r.version));
+        for hook in &r.failing {
+            write(&app.join(format!("dist/fail-{hook}")), "");
+        }
+        let log = self.env.join(HOOK_LOG);
+        for hook in HOOKS {
+            let script = if r.unstartable.contains(&hook) {
+                "#!/nonexistent/interpreter\n".to_owned()
+            } else {
+                hook_script(&log, hook, r.epoch)
+            };
+            write_exec(&app.join("hooks").join(hook), &script);
+        }
+        build_into(&self.env, &app_rel, r.build, "out")
+    }
+
+    /// Builds `r` and publishes it to `channel` of the repository.
+    pub fn publish_to(&self, r: &Rel, channel: &str) -> Artifact {
+        let art = self.build(r);
+        publish(&self.env, &art, REPO, channel).ok();
+        art
+    }
+
+    /// Builds `r` and publishes it to staging.
+    pub fn publish(&self, r: &Rel) -> Artifact {
+        self.publish_to(r, "staging")
+    }
+
+    /// The release dir of `VERSION+BUILD`.
+    pub fn release_dir(&self, vb: &str) -> PathBuf {
+        self.path("/var/lib/berth/releases/webapp").join(vb)
+    }
+
+    /// Where the target `/srv/webapp` points, if it is a symlink.
+    pub fn target(&self) -> Option<PathBuf> {
+        fs::read_link(self.path("/srv/webapp")).ok()
+    }
+
+    /// Asserts that the target points at `vb`'s tree, which holds that
+    /// release's page, and that the state database calls it current.
+    #[track_caller]
+    pub fn assert_current(&self, vb: &str) {
+        let tree = self.release_dir(vb).join("files");
+        assert_eq!(self.target(), Some(tree.clone()), "the target link");
+        assert_eq!(
+            fs::read_to_string(self.path("/srv/webapp/index.html")).unwrap(),
+            format!("<h1>webapp {vb}</h1>\n")
+        );
+        assert_eq!(
+            self.sql("select version || '+' || build from releases where is_current = 1"),
+            vb
+        );
+    }
+
+    /// Runs a query on the node's state database with the `sqlite3` CLI.
+    #[track_caller]
+    pub fn sql(&self, query: &str) -> String {
+        sqlite(&self.env, &self.path("/var/lib/berth/state.db"), query)
+    }
+
+    /// The state of the release `vb` in the state database.
+    #[track_caller]
+    pub fn release_state(&self, vb: &str) -> String {
+        self.sql(&format!(
+            "select state from releases where version || '+' || build = '{vb}'"
+        ))
+    }
+
+    /// The app's database (written by the hooks).
+    pub fn app_db(&self) -> PathBuf {
+        self.path("/var/lib/webapp/app.db")
+    }
+
+    /// Runs a query on the app's database.
+    #[track_caller]
+    pub fn app_sql(&self, query: &str) -> String {
+        sqlite(&self.env, &self.app_db(), query)
+    }
+
+    /// The lines of the hook log, `NAME VERSION+BUILD ACTION TXN SNAPSHOT_DIR`.
+    pub fn hook_log(&self) -> Vec<String> {
+        fs::read_to_string(self.env.join(HOOK_LOG))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The hooks run since the log held `since` lines: `NAME VERSION+BUILD ACTION`.
+    pub fn hooks_run_since(&self, since: usize) -> Vec<String> {
+        self.hook_log()[since..]
+            .iter()
+            .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
+            .collect()
+    }
+
+    /// `agent <verb> webapp --json`, parsed (history, snapshots).
+    #[track_caller]
+    pub fn report(&self, verb: &str) -> Value {
+        self.agent(&[verb, "webapp", "--json"]).ok().json()
+    }
+
+    /// Everything a command could change on the node: the files under the
+    /// root (but the lock file, which every writer takes, and the database
+    /// files, whose bytes SQLite may checkpoint at will), the database's
+    /// content, and `agent status --json`.
+    pub fn state(&self) -> NodeState {
+        let mut files = tree_state(&self.root());
+        files.retain(|path, _| {
+            path != "var/lib/berth"
+                && path != "var/lib/berth/lock"
+                && !path.starts_with("var/lib/berth/state.db")
+        });
+        let db = self.path("/var/lib/berth/state.db");
+        let db = if db.exists() {
+            sqlite(&self.env, &db, ".dump")
+        } else {
+            String::new()
+        };
+        let status = self.agent(&["status", "--json"]);
+        NodeState {
+            files,
+            db,
+            status: format!("exit {}: {}", status.code, status.stdout),
+        }
+    }
+
+    /// Runs `agent --root ROOT ARGS` expecting exit `code`, and asserts that
+    /// it changed nothing on the node and ran no hook.
+    #[track_caller]
+    pub fn refused(&self, args: &[&str], code: i32) -> Run {
+        let before = self.state();
+        let hooks = self.hook_log().len();
+        let run = self.agent(args).code(code);
+        assert_unchanged(&before, &self.state(), &run);
+        assert_eq!(
+            self.hooks_run_since(hooks),
+            Vec::<String>::new(),
+            "a refused command ran hooks:\n{run}"
+        );
+        run
+    }
+}
+
+/// A node's state, from [`Node::state`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct NodeState {
+    pub files: BTreeMap<String, String>,
+    pub db: String,
+    pub status: String,
+}
+
+/// Asserts that two node states are equal, naming the first difference.
+#[track_caller]
+pub fn assert_unchanged(before: &NodeState, after: &NodeState, run: &Run) {
+    for (path, was) in &before.files {
+        assert_eq!(
+            Some(was),
+            after.files.get(path),
+            "`{path}` changed or vanished:\n{run}"
+        );
+    }
+    for path in after.files.keys() {
+        assert!(before.files.contains_key(path), "`{path}` appeared:\n{run}");
+    }
+    assert_eq!(before.db, after.db, "the state database changed:\n{run}");
+    assert_eq!(
+        before.status, after.status,
+        "`agent status` changed:\n{run}"
+    );
+}
+
+/// `sqlite3 DB QUERY`, which must succeed; its output, trimmed.
+#[track_caller]
+pub fn sqlite(env: &TestEnv, db: &Path, query: &str) -> String {
+    let run = env.tool("sqlite3", [db.as_os_str(), query.as_ref()]).ok();
+    run.stdout.trim_end().to_owned()
+}
