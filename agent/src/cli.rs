@@ -24,7 +24,8 @@ use crate::commands;
         agent --repo /srv/berth --channel staging install webapp\n  \
         agent install --file webapp_1.4.2+173.tar.zst\n  \
         agent status\n  \
-        agent rollback webapp",
+        agent rollback webapp\n  \
+        agent verify webapp",
     arg_required_else_help = true
 )]
 pub struct Cli {
@@ -128,6 +129,47 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the installed release's files against its manifest
+    #[command(
+        after_help = "Lists every file missing, added or changed (by digest, size, mode, \
+        type or symlink target) in the current release's tree; node-local parts (shared dirs, \
+        preserved files, the env file) are ignored. Exits 0 when the tree is intact, 1 when it \
+        drifted.\n\n\
+        Examples:\n  agent verify webapp\n  agent verify webapp --json"
+    )]
+    Verify {
+        package: String,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one transaction: its steps, its hooks' output and its events
+    #[command(
+        after_help = "Examples:\n  agent history webapp   # the transaction numbers\n  agent logs 12"
+    )]
+    Logs {
+        /// The transaction number, from `agent history`
+        txn: i64,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove old releases, snapshots and cached artifacts past retention
+    #[command(
+        after_help = "Keeps per package: the current release, the last healthy one before \
+        it, and the newest `keep_releases` (a failed release never counts as kept); snapshots \
+        by `retention` in agent.toml (count and bytes, never the newest); cached artifacts any \
+        kept release or snapshot may be rebuilt from.\n\n\
+        Examples:\n  agent gc --dry-run\n  agent gc"
+    )]
+    Gc {
+        /// Say what would be removed, change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// The snapshots kept of a package's replaced releases
     #[command(after_help = "Examples:\n  agent snapshots webapp")]
     Snapshots {
@@ -145,7 +187,10 @@ impl Command {
             | Command::Rollback { json, .. }
             | Command::Status { json, .. }
             | Command::History { json, .. }
-            | Command::Snapshots { json, .. } => *json,
+            | Command::Snapshots { json, .. }
+            | Command::Verify { json, .. }
+            | Command::Logs { json, .. }
+            | Command::Gc { json, .. } => *json,
         }
     }
 }

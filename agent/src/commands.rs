@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use agent::error::Error;
 use agent::node::{Node, NodeOptions};
-use agent::ops::{install, query, rollback};
+use agent::ops::{gc, install, query, rollback};
 use agent::resolve::Wanted;
-use agent::store::{Release, TxnRecord};
+use agent::store::{HookExit, Release, TxnRecord};
 use berth_cli::{Bar, human_bytes, note};
 use serde_json::{Value, json};
 
@@ -232,6 +232,156 @@ pub fn run(global: Global, command: Command) -> Result<u8, Error> {
             }
             out(&text)
         }
+        Command::Verify { package, json } => {
+            berth_core::name::check_package_name(&package)?;
+            let v = query::verify(&node, &package)?;
+            let intact = v.drift.is_empty() && v.target_ok;
+            if json {
+                out_json(&json!({
+                    "package": v.package,
+                    "version": v.release.release.version,
+                    "build": v.release.release.build,
+                    "intact": intact,
+                    "target_ok": v.target_ok,
+                    "drift": v.drift.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+                }))?;
+            } else {
+                let mut text = String::new();
+                if !v.target_ok {
+                    text.push_str("the target does not point at the current release\n");
+                }
+                for d in &v.drift {
+                    text.push_str(&format!("{d}\n"));
+                }
+                if intact {
+                    text.push_str(&format!("ok: {} matches its manifest\n", v.release.release));
+                } else {
+                    let n = v.drift.len();
+                    let plural = if n == 1 { "difference" } else { "differences" };
+                    text.push_str(&format!(
+                        "{}: {n} {plural} from its manifest\n",
+                        v.release.release
+                    ));
+                }
+                out(&text)?;
+            }
+            Ok(if intact { 0 } else { 1 })
+        }
+        Command::Logs { txn, json } => {
+            let l = query::logs(&node, txn)?;
+            if json {
+                let mut value = txn_json(&l.txn);
+                value["hooks"] = Value::Array(
+                    l.hooks
+                        .iter()
+                        .map(|h| {
+                            json!({
+                                "hook": h.hook,
+                                "started": h.started_at,
+                                "finished": h.finished_at,
+                                "exit": h.exit.map(exit_text),
+                                "timed_out": h.timed_out,
+                                "output": h.output,
+                                "output_bytes_total": h.output_bytes_total,
+                            })
+                        })
+                        .collect(),
+                );
+                value["events"] = Value::Array(
+                    l.events
+                        .iter()
+                        .map(|e| json!({"time": e.time, "level": e.level.to_string(), "message": e.message}))
+                        .collect(),
+                );
+                return out_json(&value);
+            }
+            let t = &l.txn;
+            let from = t
+                .from
+                .as_ref()
+                .map_or("nothing".to_owned(), |r| r.version_build());
+            let to = t.to.as_ref().map_or("?".to_owned(), |r| r.version_build());
+            let mut text = format!(
+                "#{} {} {} {from} -> {to}: {}\n",
+                t.id, t.kind, t.package, t.result
+            );
+            if let Some(e) = &t.error {
+                text.push_str(&format!("error: {e}\n"));
+            }
+            for s in &t.steps {
+                let detail = s
+                    .detail
+                    .as_deref()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default();
+                text.push_str(&format!(
+                    "  {} {:<20} {}{detail}\n",
+                    time(s.started_at),
+                    s.name,
+                    s.state
+                ));
+            }
+            for h in &l.hooks {
+                let ending = match (h.exit, h.timed_out) {
+                    (_, true) => "timed out".to_owned(),
+                    (Some(e), _) => exit_text(e),
+                    (None, false) => "?".to_owned(),
+                };
+                text.push_str(&format!(
+                    "--- hook {} ({ending}, {} bytes of output)\n",
+                    h.hook, h.output_bytes_total
+                ));
+                text.push_str(&h.output);
+                if !h.output.ends_with('\n') && !h.output.is_empty() {
+                    text.push('\n');
+                }
+            }
+            for e in &l.events {
+                text.push_str(&format!("{} {}: {}\n", time(e.time), e.level, e.message));
+            }
+            out(&text)
+        }
+        Command::Gc { dry_run, json } => {
+            let r = gc::gc(&node, dry_run)?;
+            if json {
+                return out_json(&json!({
+                    "dry_run": r.dry_run,
+                    "releases": r.packages.iter().flat_map(|(p, pr)| pr.releases.iter().map(move |rel| json!({"package": p, "release": rel.version_build()}))).collect::<Vec<_>>(),
+                    "snapshots": r.packages.iter().flat_map(|(p, pr)| pr.snapshots.iter().map(move |(id, rel)| json!({"package": p, "id": id, "release": rel.version_build()}))).collect::<Vec<_>>(),
+                    "cache": r.cache.iter().map(|(sha, b)| json!({"sha256": sha, "bytes": b})).collect::<Vec<_>>(),
+                    "bytes": r.bytes(),
+                    "changed": !r.dry_run && r.bytes() > 0,
+                }));
+            }
+            let verb = if r.dry_run { "would remove" } else { "removed" };
+            let mut text = String::new();
+            for (p, pr) in &r.packages {
+                for rel in &pr.releases {
+                    text.push_str(&format!(
+                        "{verb} release {p}@{rel}\n",
+                        rel = rel.version_build()
+                    ));
+                }
+                for (id, rel) in &pr.snapshots {
+                    text.push_str(&format!(
+                        "{verb} snapshot #{id} of {p}@{}\n",
+                        rel.version_build()
+                    ));
+                }
+            }
+            for (sha, b) in &r.cache {
+                text.push_str(&format!(
+                    "{verb} cached artifact {sha} ({})\n",
+                    human_bytes(*b)
+                ));
+            }
+            text.push_str(&format!(
+                "{}: {} freed\n",
+                if r.dry_run { "dry run" } else { "gc done" },
+                human_bytes(r.bytes())
+            ));
+            out(&text)
+        }
         Command::Snapshots { package, json } => {
             berth_core::name::check_package_name(&package)?;
             let snapshots = query::snapshots(&node, &package)?;
@@ -278,6 +428,13 @@ pub fn run(global: Global, command: Command) -> Result<u8, Error> {
             }
             out(&text)
         }
+    }
+}
+
+fn exit_text(exit: HookExit) -> String {
+    match exit {
+        HookExit::Code(c) => format!("exit code {c}"),
+        HookExit::Signal(s) => format!("killed by signal {s}"),
     }
 }
 

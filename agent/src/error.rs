@@ -71,6 +71,14 @@ pub enum Error {
     },
     #[error("`{package}` is not installed on this node")]
     NotInstalled { package: String },
+    #[error("there is no transaction #{txn} on this node")]
+    UnknownTransaction { txn: i64 },
+    #[error("not enough free space in `{}`: {needed} bytes needed (the unpacked release and the snapshot), {available} available", path.display())]
+    NoSpace {
+        path: PathBuf,
+        needed: u64,
+        available: u64,
+    },
     #[error("`{package}` has no earlier release to roll back to")]
     NothingToRollBack { package: String },
     #[error("{release} is not a release this node kept for `{package}`")]
@@ -121,7 +129,8 @@ impl Diagnose for Error {
             | Error::HookBeforeSwitch { .. }
             | Error::RolledBack { .. }
             | Error::FailedInPlace { .. }
-            | Error::ReleaseDirGone { .. } => Fault::Failure,
+            | Error::ReleaseDirGone { .. }
+            | Error::NoSpace { .. } => Fault::Failure,
             _ => Fault::Input,
         }
     }
@@ -156,6 +165,12 @@ impl Diagnose for Error {
                 "`agent history PACKAGE` shows the hook's output".into()
             }
             Error::NotInstalled { .. } => "`agent status` lists what is installed".into(),
+            Error::UnknownTransaction { .. } => {
+                "`agent history PACKAGE` lists the transactions and their numbers".into()
+            }
+            Error::NoSpace { .. } => {
+                "free space (`agent gc` removes old releases, snapshots and cached artifacts), then install again".into()
+            }
             Error::NothingToRollBack { .. } | Error::UnknownRollbackTarget { .. } => {
                 "`agent history PACKAGE` lists the releases this node had".into()
             }

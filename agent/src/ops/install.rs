@@ -105,6 +105,15 @@ pub fn install(
         });
     }
 
+    // Room for the unpacked tree (its entries' metadata aside), checked
+    // before anything is written.
+    if !node
+        .layout
+        .release_dir(&package, &release.version, release.build)
+        .is_dir()
+    {
+        txn::ensure_space(&node.layout.state_dir(), source.manifest.payload_bytes())?;
+    }
     let txn_id = store.write(|w| {
         w.begin_transaction(
             TxnKind::Install,
@@ -291,7 +300,7 @@ fn run(
         .get(&package)
         .and_then(|p| p.keep_releases)
         .unwrap_or(manifest.install.keep_releases);
-    txn::prune(node, journal.store, &package, keep, prev_id)?;
+    txn::prune(node, journal.store, &package, keep, prev_id, false)?;
     Ok(snapshot)
 }
 

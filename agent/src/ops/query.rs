@@ -10,7 +10,7 @@ use berth_core::unpack;
 use crate::error::Error;
 use crate::node::Node;
 use crate::ops::txn;
-use crate::store::{Release, Snapshot, TxnRecord};
+use crate::store::{Event, HookRun, Release, Snapshot, TxnId, TxnRecord};
 
 /// One package's state on the node.
 #[derive(Debug, Clone)]
@@ -82,4 +82,62 @@ pub fn snapshots(node: &Node, package: &str) -> Result<Vec<Snapshot>, Error> {
         Some(store) => Ok(store.snapshots(package)?),
         None => Ok(Vec::new()),
     }
+}
+
+/// What `agent verify` found for a package.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub package: String,
+    pub release: Release,
+    /// The target points at the current release's tree.
+    pub target_ok: bool,
+    pub drift: Vec<unpack::Drift>,
+}
+
+/// Compares the current release's tree with its manifest (node-local parts
+/// ignored): every file missing, added or changed, by digest.
+pub fn verify(node: &Node, package: &str) -> Result<Verified, Error> {
+    let status = status(node, Some(package))?;
+    let s = status
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::NotInstalled {
+            package: package.into(),
+        })?;
+    let release = s.current.ok_or_else(|| Error::NotInstalled {
+        package: package.into(),
+    })?;
+    let manifest = Manifest::parse(&release.manifest).map_err(|e| Error::Artifact {
+        path: release.dir.clone(),
+        source: e.into(),
+    })?;
+    let local = txn::node_local(&manifest);
+    let local: Vec<&str> = local.iter().map(String::as_str).collect();
+    let drift = unpack::drift(&release.dir, &manifest, &local)?;
+    Ok(Verified {
+        package: package.into(),
+        release,
+        target_ok: s.consistent,
+        drift,
+    })
+}
+
+/// One transaction with its hook runs and events, for `agent logs`.
+#[derive(Debug, Clone)]
+pub struct Logs {
+    pub txn: TxnRecord,
+    pub hooks: Vec<HookRun>,
+    pub events: Vec<Event>,
+}
+
+pub fn logs(node: &Node, txn: i64) -> Result<Logs, Error> {
+    let not_found = || Error::UnknownTransaction { txn };
+    let store = node.existing_store()?.ok_or_else(not_found)?;
+    let id = TxnId(txn);
+    let record = store.transaction(id)?.ok_or_else(not_found)?;
+    Ok(Logs {
+        txn: record,
+        hooks: store.hook_runs(id)?,
+        events: store.transaction_events(id)?,
+    })
 }

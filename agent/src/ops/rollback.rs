@@ -129,6 +129,17 @@ pub fn rollback(
     let current_manifest = Manifest::parse(&current.manifest).ok();
     let target = node.layout.path(&manifest.install.target);
     txn::check_target(&target)?;
+    // `--to` the release already current, in place and intact (a rollback
+    // run again): nothing to do, no transaction (`txn` is None). Running it
+    // would restore the old dumps over what was written since and mark the
+    // current release rolled-back.
+    if target_release.id == current.id
+        && txn::target_of(&target).as_deref()
+            == Some(unpack::tree_dir(&target_release.dir).as_path())
+        && txn::intact(&target_release.dir, &manifest)?
+    {
+        return Ok(report);
+    }
     let txn_id = store.write(|w| {
         w.begin_transaction(
             TxnKind::Rollback,
@@ -281,7 +292,9 @@ pub fn rollback(
     journal.store.write(|w| {
         w.set_release_state(to_row, ReleaseState::Healthy)?;
         w.set_current_release(to_row)?;
-        w.set_release_state(from_row, ReleaseState::RolledBack)?;
+        if from_row != to_row {
+            w.set_release_state(from_row, ReleaseState::RolledBack)?;
+        }
         w.finish_transaction(txn_id, TxnResult::Committed, None)
     })?;
     Ok(RollbackReport {

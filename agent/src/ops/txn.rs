@@ -402,6 +402,9 @@ pub fn snapshot_tree(
             .at("cannot write snapshot", &dir)?;
         return Ok((dir, SnapshotKind::ArtifactRef));
     }
+    // A tarball holds the tree compressed: its size is at most about the
+    // tree's, which is what must be free.
+    ensure_space(&dir, manifest.payload_bytes())?;
     let tarball = dir.join("tree.tar.zst");
     let file = fs::File::create(&tarball).at("cannot write snapshot", &tarball)?;
     let zstd = zstd::stream::write::Encoder::new(file, 3)
@@ -420,6 +423,22 @@ pub fn snapshot_tree(
         .and_then(|f| f.sync_all())
         .at("cannot sync", &tarball)?;
     Ok((dir, SnapshotKind::TreeTarball))
+}
+
+/// Refuses, with the figures, when the filesystem holding `dir` has less
+/// than `needed` bytes free for an unprivileged writer.
+pub fn ensure_space(dir: &Path, needed: u64) -> Result<(), Error> {
+    let stat = rustix::fs::statvfs(dir)
+        .map_err(|e| PathError::new("cannot measure free space of", dir, e.into()))?;
+    let available = stat.f_bavail.saturating_mul(stat.f_frsize);
+    if available < needed {
+        return Err(Error::NoSpace {
+            path: dir.to_owned(),
+            needed,
+            available,
+        });
+    }
+    Ok(())
 }
 
 /// Bytes of the files under `dir`.
@@ -525,19 +544,29 @@ pub fn clean_staging(node: &Node, package: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Removes release dirs past `keep` (newest kept first), never the current
-/// one nor `also_keep` (the release a rollback would go to), and snapshots
-/// past the node's retention.
+/// What pruning removed (or, in a dry run, would remove).
+#[derive(Debug, Clone, Default)]
+pub struct Pruned {
+    pub releases: Vec<ReleaseId>,
+    pub snapshots: Vec<(i64, ReleaseId)>,
+    pub bytes: u64,
+}
+
+/// Removes release dirs past `keep` (most recently installed kept first;
+/// failed releases never count as kept), never the current one nor
+/// `also_keep` (the release a rollback would go to); then snapshots past
+/// the node's retention by count and bytes, never the newest.
 pub fn prune(
     node: &Node,
     store: &mut Store,
     package: &str,
     keep: u32,
     also_keep: Option<ReleaseRowId>,
-) -> Result<(), Error> {
-    let releases = store.releases(package)?;
+    dry_run: bool,
+) -> Result<Pruned, Error> {
+    let mut pruned = Pruned::default();
     let mut kept = 0;
-    for r in &releases {
+    for r in store.releases(package)? {
         if !r.dir.exists() {
             continue;
         }
@@ -546,21 +575,29 @@ pub fn prune(
             kept += 1;
             continue;
         }
-        fs::remove_dir_all(&r.dir).at("cannot prune", &r.dir)?;
+        pruned.bytes += dir_bytes(&r.dir);
+        if !dry_run {
+            fs::remove_dir_all(&r.dir).at("cannot prune", &r.dir)?;
+        }
+        pruned.releases.push(r.release);
     }
-    let limit = node.config.retention.snapshots as usize;
+    let limit = (node.config.retention.snapshots as usize).max(1);
     let max_bytes = node.config.retention.snapshot_bytes;
     let mut bytes = 0;
     for (i, s) in store.snapshots(package)?.into_iter().enumerate() {
         bytes += s.bytes;
-        if i < limit.max(1) && (max_bytes == 0 || bytes <= max_bytes || i == 0) {
+        if i == 0 || (i < limit && (max_bytes == 0 || bytes <= max_bytes)) {
             continue;
         }
-        if s.dir.exists() {
-            fs::remove_dir_all(&s.dir).at("cannot prune", &s.dir)?;
+        pruned.bytes += s.bytes;
+        if !dry_run {
+            if s.dir.exists() {
+                fs::remove_dir_all(&s.dir).at("cannot prune", &s.dir)?;
+            }
+            let id = s.id;
+            store.write(|w| w.delete_snapshot(id))?;
         }
-        let id = s.id;
-        store.write(|w| w.delete_snapshot(id))?;
+        pruned.snapshots.push((s.id.0, s.release));
     }
-    Ok(())
+    Ok(pruned)
 }

@@ -1,0 +1,170 @@
+//! `agent verify`, `agent logs`, `agent gc`, and the free-space check
+//! before an install.
+
+use std::fs;
+
+use crate::agent_support::{Node, rel};
+
+#[test]
+fn verify_says_ok_for_an_intact_release_and_lists_each_drift() {
+    let node = Node::new();
+    let v1 = rel("1.0.0", 1);
+    node.publish(&v1);
+    node.installed(&v1);
+    let run = node.agent(&["verify", "webapp"]).ok();
+    assert_eq!(run.stdout, "ok: webapp@1.0.0+1 matches its manifest\n");
+
+    let tree = node.release_dir(&v1.vb()).join("files");
+    fs::write(tree.join("index.html"), "<h1>edited on the node</h1>\n").unwrap();
+    fs::remove_file(tree.join("VERSION")).unwrap();
+    fs::write(tree.join("stray.txt"), "left here\n").unwrap();
+    let run = node.agent(&["verify", "webapp"]).code(1);
+    for words in [
+        "`index.html`",
+        "`VERSION` is missing",
+        "`stray.txt`",
+        "3 differences",
+    ] {
+        assert!(run.stdout.contains(words), "missing `{words}`:\n{run}");
+    }
+    let v = node.agent(&["verify", "webapp", "--json"]).code(1).json();
+    assert_eq!(v["intact"], false);
+    assert_eq!(v["drift"].as_array().unwrap().len(), 3);
+    // A drifted release is repaired by installing it again.
+    node.install("webapp", &[]).ok();
+    node.agent(&["verify", "webapp"]).ok();
+}
+
+#[test]
+fn verify_of_a_package_not_installed_is_refused() {
+    let node = Node::new();
+    let run = node.agent(&["verify", "webapp"]).code(2);
+    assert!(run.stderr.contains("`webapp` is not installed"), "{run}");
+}
+
+#[test]
+fn logs_show_the_steps_and_the_hooks_output_of_a_transaction() {
+    let node = Node::new();
+    let v1 = rel("1.0.0", 1);
+    let v2 = rel("1.1.0", 2).failing("health");
+    node.publish(&v1);
+    node.publish(&v2);
+    node.installed(&v1);
+    node.install(&v2.spec(), &[]).code(3);
+    let history = node.agent(&["history", "webapp", "--json"]).ok().json();
+    let failed = history[0]["id"].as_i64().unwrap().to_string();
+    let run = node.agent(&["logs", &failed]).ok();
+    for words in [
+        "rolled-back",
+        "hook health",
+        "failed: exit code 1",
+        "switch back",
+        "--- hook health (exit code 1",
+    ] {
+        assert!(run.stdout.contains(words), "missing `{words}`:\n{run}");
+    }
+    let v = node.agent(&["logs", &failed, "--json"]).ok().json();
+    let hooks = v["hooks"].as_array().unwrap();
+    assert!(
+        hooks
+            .iter()
+            .any(|h| h["hook"] == "health" && h["exit"] == "exit code 1"),
+        "{v}"
+    );
+    let run = node.agent(&["logs", "999"]).code(2);
+    assert!(run.stderr.contains("no transaction #999"), "{run}");
+}
+
+#[test]
+fn gc_keeps_the_current_and_the_last_healthy_release_and_what_they_need() {
+    let node = Node::new();
+    let config = node.path("/etc/berth/agent.toml");
+    fs::create_dir_all(config.parent().unwrap()).unwrap();
+    fs::write(
+        &config,
+        "[retention]\nsnapshots = 1\n\n[packages.webapp]\nkeep_releases = 1\n",
+    )
+    .unwrap();
+    let releases: Vec<_> = (1..=4).map(|b| rel("1.0.0", b)).collect();
+    for r in &releases {
+        node.publish(r);
+        node.installed(r);
+    }
+    // Install pruned down to the current release and the one before it.
+    let kept = |node: &Node| -> Vec<bool> {
+        releases
+            .iter()
+            .map(|r| node.release_dir(&r.vb()).exists())
+            .collect()
+    };
+    assert_eq!(kept(&node), [false, false, true, true]);
+    let dry = node.agent(&["gc", "--dry-run", "--json"]).ok().json();
+    let before = node.state();
+    assert_eq!(dry["dry_run"], true);
+    // The cached artifacts of builds 1 and 2 are needed by nothing kept.
+    assert_eq!(dry["cache"].as_array().unwrap().len(), 2, "{dry}");
+    let r = node.agent(&["gc", "--json"]).ok().json();
+    assert_eq!(r["cache"], dry["cache"]);
+    assert_ne!(
+        before.files,
+        node.state().files,
+        "gc removed the cached artifacts"
+    );
+    assert_eq!(kept(&node), [false, false, true, true]);
+    // What is left still rolls back.
+    node.rollback(&[]).ok();
+    node.assert_current(&releases[2].vb());
+    node.agent(&["verify", "webapp"]).ok();
+}
+
+#[test]
+fn an_install_is_refused_when_the_disk_cannot_hold_it() {
+    let node = Node::new();
+    let v1 = rel("1.0.0", 1);
+    // The app of v1 with a 4 MiB file, built as build 9.
+    node.build(&v1);
+    let app = node.env.join(&format!("app-{}", v1.vb()));
+    fs::write(app.join("dist/blob.bin"), vec![7u8; 4 << 20]).unwrap();
+    let built = node
+        .env
+        .packager([
+            "build",
+            app.to_str().unwrap(),
+            "--build",
+            "9",
+            "--out",
+            "big",
+        ])
+        .ok();
+    let artifact = built.stdout.split_whitespace().nth(1).unwrap().to_owned();
+    // The node root on a 1 MiB tmpfs: the test command runs as root, which
+    // may mount one.
+    let root = node.root();
+    fs::create_dir_all(&root).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&root)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        mounted,
+        "mounting a tmpfs needs root (the test command runs as root)"
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(root);
+    let run = node.agent(&["install", "--file", &artifact]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stderr.contains("not enough free space"), "{run}");
+    assert!(
+        run.stderr.contains("bytes needed"),
+        "the figures are given:\n{run}"
+    );
+    assert!(node.target().is_none(), "nothing was switched");
+    let releases = node.path("/var/lib/berth/releases/webapp");
+    assert!(!releases.exists() || fs::read_dir(&releases).unwrap().next().is_none());
+}
