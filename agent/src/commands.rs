@@ -106,11 +106,6 @@ pub fn run(global: Global, command: Command) -> Result<u8, Error> {
             json,
         } => {
             let to = to.as_deref().map(rollback::parse_to).transpose()?;
-            if with_data && !dry_run {
-                note(
-                    "rolling back with data: whatever was written since the snapshot's dumps is lost",
-                );
-            }
             let r = rollback::rollback(
                 &node,
                 &rollback::RollbackOptions {
@@ -129,7 +124,7 @@ pub fn run(global: Global, command: Command) -> Result<u8, Error> {
                     "to": r.to.version_build(),
                     "with_data": r.with_data,
                     "dry_run": r.dry_run,
-                    "changed": !r.dry_run,
+                    "changed": r.txn.is_some(),
                     "txn": r.txn,
                 }));
             }
@@ -145,7 +140,18 @@ pub fn run(global: Global, command: Command) -> Result<u8, Error> {
                     r.from.version_build(),
                     r.to.version_build()
                 ))
+            } else if r.txn.is_none() {
+                out(&format!(
+                    "unchanged: {} is on {} already\n",
+                    r.package,
+                    r.to.version_build()
+                ))
             } else {
+                if r.with_data {
+                    note(
+                        "the data was restored from the snapshot's dumps: whatever was written since is lost",
+                    );
+                }
                 out(&format!(
                     "rolled back {} from {} to {}{data}\n",
                     r.package,

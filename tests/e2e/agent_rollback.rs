@@ -156,7 +156,7 @@ fn agent_rollback_with_data_restores_the_dump_taken_when_the_release_was_replace
     assert_says(
         &run,
         "stderr",
-        &["whatever was written since the snapshot's dumps is lost"],
+        &["the data was restored from the snapshot's dumps: whatever was written since is lost"],
     );
     node.assert_current("1.0.0+1");
     // v1's data exactly as it was when v2 replaced it: the note written
