@@ -143,8 +143,11 @@ impl Diagnose for Error {
             Error::Unpack(e) => return e.hint(),
             Error::Artifact { source, .. } => return source.hint(),
             Error::Config(_) => "fix the file; its keys are described in docs/agent.md".into(),
-            Error::Lock(_) => {
+            Error::Lock(LockError::Busy { .. }) => {
                 "wait for it to finish, or pass `--wait SECS` to queue behind it".into()
+            }
+            Error::Lock(LockError::Io(_)) => {
+                "the agent keeps its state under `<root>/var/lib/berth`, which must be writable: run it as root on a node, or pass `--root DIR`".into()
             }
             Error::Resolve(ResolveError::NoChannels { .. }) => {
                 "pass `--channel C`, or list channels in agent.toml".into()

@@ -150,12 +150,6 @@ fn an_install_is_refused_when_the_disk_cannot_hold_it() {
         mounted,
         "mounting a tmpfs needs root (the test command runs as root)"
     );
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
     let _unmount = Unmount(root);
     let run = node.agent(&["install", "--file", &artifact]);
     assert_eq!(run.code, 1, "{run}");
@@ -167,4 +161,95 @@ fn an_install_is_refused_when_the_disk_cannot_hold_it() {
     assert!(node.target().is_none(), "nothing was switched");
     let releases = node.path("/var/lib/berth/releases/webapp");
     assert!(!releases.exists() || fs::read_dir(&releases).unwrap().next().is_none());
+}
+
+#[test]
+fn node_owned_hooks_run_after_the_packages_own_and_can_fail_the_install() {
+    let node = Node::new();
+    let v1 = rel("1.0.0", 1);
+    let v2 = rel("1.1.0", 2);
+    node.publish(&v1);
+    node.publish(&v2);
+    let dir = node.path("/etc/berth/hooks/webapp/health.d");
+    let log = node.env.join("node-hooks.log");
+    // Two node hooks, run in name order after the package's health hook,
+    // with the same environment.
+    for (name, word) in [("10-first", "first"), ("20-second", "second")] {
+        berth_tests::write_exec(
+            &dir.join(name),
+            &format!(
+                "#!/bin/sh\necho \"{word} $BERTH_VERSION\" >> '{}'\n[ ! -e \"$BERTH_RELEASE_DIR/../../node-hook-fails\" ] || exit 4\n",
+                log.display()
+            ),
+        );
+    }
+    node.installed(&v1);
+    assert_eq!(
+        fs::read_to_string(&log).unwrap(),
+        "first 1.0.0\nsecond 1.0.0\n"
+    );
+    let hooks = node.sql("select hook from hook_runs order by rowid");
+    assert_eq!(
+        hooks.lines().filter(|h| *h == "health").count(),
+        3,
+        "{hooks}"
+    );
+
+    // A failing node hook is a failing health check: v2 is rolled back.
+    fs::write(
+        node.path("/var/lib/berth/releases/webapp/node-hook-fails"),
+        "",
+    )
+    .unwrap();
+    let run = node.install(&v2.spec(), &[]).code(3);
+    assert!(
+        run.stderr
+            .contains("health hook of webapp@1.1.0+2 failed (exit code 4)"),
+        "{run}"
+    );
+    node.assert_current(&v1.vb());
+}
+
+#[test]
+fn an_install_on_a_read_only_root_fails_clearly_and_changes_nothing() {
+    let node = Node::new();
+    let v1 = rel("1.0.0", 1);
+    node.publish(&v1);
+    let root = node.root();
+    fs::create_dir_all(&root).unwrap();
+    // Read-only even for root: a read-only tmpfs as the node root.
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
+        .arg(&root)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        mounted,
+        "mounting a tmpfs needs root (the test command runs as root)"
+    );
+    let _unmount = Unmount(root.clone());
+    let run = node.install("webapp", &[]).code(1);
+    assert!(run.stderr.contains("Read-only file system"), "{run}");
+    assert!(
+        run.stderr.contains(&root.display().to_string()),
+        "the path is named:\n{run}"
+    );
+    assert!(
+        run.stderr.contains("must be writable"),
+        "the way out is given:\n{run}"
+    );
+    assert_eq!(
+        fs::read_dir(&root).unwrap().count(),
+        0,
+        "nothing was written"
+    );
+}
+
+/// Unmounts a test's filesystem when the test ends, passed or not.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
 }
