@@ -253,3 +253,45 @@ impl Drop for Unmount {
         let _ = std::process::Command::new("umount").arg(&self.0).status();
     }
 }
+
+#[test]
+fn a_pruned_release_modified_on_the_node_comes_back_as_it_was_from_its_snapshot() {
+    let node = Node::new();
+    let v1 = rel("1.0.0", 1);
+    let v2 = rel("1.1.0", 2);
+    node.publish(&v1);
+    node.publish(&v2);
+    node.installed(&v1);
+    // Changed on the node, then replaced: the snapshot is a tarball of the
+    // tree as it was.
+    let tree = node.release_dir(&v1.vb()).join("files");
+    fs::write(tree.join("index.html"), "<h1>hot-fixed on the node</h1>\n").unwrap();
+    node.installed(&v2);
+    let snapshots = node.agent(&["snapshots", "webapp", "--json"]).ok().json();
+    assert_eq!(snapshots[0]["kind"], "tree-tarball", "{snapshots}");
+    fs::remove_dir_all(node.release_dir(&v1.vb())).unwrap();
+
+    node.rollback(&[]).ok();
+    assert_eq!(
+        node.target(),
+        Some(node.release_dir(&v1.vb()).join("files"))
+    );
+    assert_eq!(
+        node.sql("select version || '+' || build from releases where is_current = 1"),
+        v1.vb()
+    );
+    assert_eq!(
+        fs::read_to_string(node.path("/srv/webapp/index.html")).unwrap(),
+        "<h1>hot-fixed on the node</h1>\n"
+    );
+    assert!(
+        node.path("/srv/webapp/VERSION").is_file(),
+        "the rest of the tree is back"
+    );
+    let leftovers: Vec<_> = fs::read_dir(node.path("/var/lib/berth/releases/webapp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

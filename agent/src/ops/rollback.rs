@@ -7,6 +7,7 @@
 
 use std::fs;
 
+use berth_core::fsutil::{self, IoResultExt};
 use berth_core::manifest::Manifest;
 use berth_core::name::{self, ReleaseId};
 use berth_core::progress::Progress;
@@ -35,6 +36,20 @@ pub struct RollbackReport {
     pub with_data: bool,
     pub dry_run: bool,
     pub txn: Option<i64>,
+}
+
+/// Replaces the tree `files` with the content of a snapshot's
+/// `tree.tar.zst` (made by the agent itself from a release tree).
+fn restore_tree(tarball: &std::path::Path, files: &std::path::Path) -> Result<(), Error> {
+    fs::remove_dir_all(files).at("cannot replace", files)?;
+    fs::create_dir(files).at("cannot create", files)?;
+    let file = fs::File::open(tarball).at("cannot open", tarball)?;
+    let zstd = zstd::stream::read::Decoder::new(file).at("cannot read", tarball)?;
+    let mut archive = tar::Archive::new(zstd);
+    archive.set_preserve_permissions(true);
+    archive.set_overwrite(false);
+    archive.unpack(files).at("cannot unpack", tarball)?;
+    Ok(())
 }
 
 /// Parses `VERSION+BUILD`.
@@ -178,18 +193,33 @@ pub fn rollback(
                 release: target_release.release.to_string(),
             });
         }
-        if dir.exists() {
-            fs::remove_dir_all(&dir)
-                .map_err(|e| berth_core::fsutil::PathError::new("cannot replace", &dir, e))?;
+        // Unpacked beside, then moved into place: a failure leaves no
+        // half-made release dir.
+        let staging = dir.with_file_name(format!(
+            ".staging-{}",
+            target_release.release.version_build()
+        ));
+        if staging.exists() {
+            fs::remove_dir_all(&staging).at("cannot remove", &staging)?;
         }
-        let file = fs::File::open(&cached)
-            .map_err(|e| berth_core::fsutil::PathError::new("cannot open", &cached, e))?;
+        let file = fs::File::open(&cached).at("cannot open", &cached)?;
         unpack::unpack(
             std::io::BufReader::new(file),
-            &dir,
+            &staging,
             &UnpackOptions::default(),
             progress,
         )?;
+        // A tree that was modified on the node when it was replaced comes
+        // back as it was then, from the snapshot's tarball.
+        let tarball = snapshot.dir.join("tree.tar.zst");
+        if snapshot.kind == SnapshotKind::TreeTarball && tarball.is_file() {
+            restore_tree(&tarball, &unpack::tree_dir(&staging))?;
+        }
+        if dir.exists() {
+            fs::remove_dir_all(&dir).at("cannot replace", &dir)?;
+        }
+        fs::rename(&staging, &dir).at("cannot move into place", &dir)?;
+        fsutil::sync_dir(dir.parent().unwrap_or(std::path::Path::new("/")))?;
         Ok(true)
     });
     if let Err(e) = rebuilt {
