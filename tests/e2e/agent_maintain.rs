@@ -137,20 +137,8 @@ fn an_install_is_refused_when_the_disk_cannot_hold_it() {
         ])
         .ok();
     let artifact = built.stdout.split_whitespace().nth(1).unwrap().to_owned();
-    // The node root on a 1 MiB tmpfs: the test command runs as root, which
-    // may mount one.
-    let root = node.root();
-    fs::create_dir_all(&root).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&root)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        mounted,
-        "mounting a tmpfs needs root (the test command runs as root)"
-    );
-    let _unmount = Unmount(root);
+    // The node root on a 1 MiB tmpfs.
+    let _unmount = tmpfs(&node.root(), "size=1m");
     let run = node.agent(&["install", "--file", &artifact]);
     assert_eq!(run.code, 1, "{run}");
     assert!(run.stderr.contains("not enough free space"), "{run}");
@@ -216,18 +204,8 @@ fn an_install_on_a_read_only_root_fails_clearly_and_changes_nothing() {
     let v1 = rel("1.0.0", 1);
     node.publish(&v1);
     let root = node.root();
-    fs::create_dir_all(&root).unwrap();
-    // Read-only even for root: a read-only tmpfs as the node root.
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
-        .arg(&root)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        mounted,
-        "mounting a tmpfs needs root (the test command runs as root)"
-    );
-    let _unmount = Unmount(root.clone());
+    // Read-only even for root.
+    let _unmount = tmpfs(&root, "ro,size=1m");
     let run = node.install("webapp", &[]).code(1);
     assert!(run.stderr.contains("Read-only file system"), "{run}");
     assert!(
@@ -243,6 +221,23 @@ fn an_install_on_a_read_only_root_fails_clearly_and_changes_nothing() {
         0,
         "nothing was written"
     );
+}
+
+/// Mounts a tmpfs with `options` on `dir` for the test (the test command
+/// runs as root, which may mount one); it is unmounted when the guard goes.
+fn tmpfs(dir: &std::path::Path, options: &str) -> Unmount {
+    fs::create_dir_all(dir).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        mounted,
+        "mounting a tmpfs on `{}` failed: it needs root",
+        dir.display()
+    );
+    Unmount(dir.to_owned())
 }
 
 /// Unmounts a test's filesystem when the test ends, passed or not.

@@ -16,7 +16,7 @@ use berth_core::manifest::Manifest;
 use berth_core::name::ReleaseId;
 use berth_core::progress::Progress;
 use berth_core::repo::{Open, Repository};
-use berth_core::unpack::{self, UnpackOptions};
+use berth_core::unpack;
 
 use crate::error::Error;
 use crate::fetch;
@@ -397,33 +397,9 @@ fn prepare_release_dir(
     if release_dir.is_dir() && txn::intact(release_dir, &source.manifest)? {
         return Ok(false);
     }
-    let parent = release_dir.parent().unwrap_or(Path::new("/"));
-    fsutil::create_dir_all_synced(parent)?;
-    let staging = parent.join(format!(
-        ".staging-{}",
-        release_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
-    if staging.exists() {
-        fs::remove_dir_all(&staging).at("cannot remove", &staging)?;
-    }
-    let file = fs::File::open(&source.path).at("cannot open", &source.path)?;
-    unpack::unpack(
-        std::io::BufReader::new(file),
-        &staging,
-        &UnpackOptions::default(),
-        progress,
-    )?;
-    if release_dir.exists() {
-        // A damaged copy that is not current (the current one is never
-        // damaged here: installing it again would have been a repair of
-        // an intact tree). Replace it.
-        fs::remove_dir_all(release_dir).at("cannot replace", release_dir)?;
-    }
-    fs::rename(&staging, release_dir).at("cannot move into place", release_dir)?;
-    fsutil::sync_dir(parent)?;
+    // Not current here (installing the current release again when it is
+    // intact is `unchanged`), so a damaged copy can simply be replaced.
+    txn::unpack_into_place(&source.path, release_dir, progress, |_| Ok(()))?;
     Ok(true)
 }
 

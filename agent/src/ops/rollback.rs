@@ -7,11 +7,11 @@
 
 use std::fs;
 
-use berth_core::fsutil::{self, IoResultExt};
+use berth_core::fsutil::IoResultExt;
 use berth_core::manifest::Manifest;
 use berth_core::name::{self, ReleaseId};
 use berth_core::progress::Progress;
-use berth_core::unpack::{self, UnpackOptions};
+use berth_core::unpack;
 
 use crate::error::Error;
 use crate::node::Node;
@@ -193,33 +193,15 @@ pub fn rollback(
                 release: target_release.release.to_string(),
             });
         }
-        // Unpacked beside, then moved into place: a failure leaves no
-        // half-made release dir.
-        let staging = dir.with_file_name(format!(
-            ".staging-{}",
-            target_release.release.version_build()
-        ));
-        if staging.exists() {
-            fs::remove_dir_all(&staging).at("cannot remove", &staging)?;
-        }
-        let file = fs::File::open(&cached).at("cannot open", &cached)?;
-        unpack::unpack(
-            std::io::BufReader::new(file),
-            &staging,
-            &UnpackOptions::default(),
-            progress,
-        )?;
         // A tree that was modified on the node when it was replaced comes
         // back as it was then, from the snapshot's tarball.
         let tarball = snapshot.dir.join("tree.tar.zst");
-        if snapshot.kind == SnapshotKind::TreeTarball && tarball.is_file() {
-            restore_tree(&tarball, &unpack::tree_dir(&staging))?;
-        }
-        if dir.exists() {
-            fs::remove_dir_all(&dir).at("cannot replace", &dir)?;
-        }
-        fs::rename(&staging, &dir).at("cannot move into place", &dir)?;
-        fsutil::sync_dir(dir.parent().unwrap_or(std::path::Path::new("/")))?;
+        txn::unpack_into_place(&cached, &dir, progress, |staging| {
+            if snapshot.kind == SnapshotKind::TreeTarball && tarball.is_file() {
+                restore_tree(&tarball, &unpack::tree_dir(staging))?;
+            }
+            Ok(())
+        })?;
         Ok(true)
     });
     if let Err(e) = rebuilt {

@@ -441,6 +441,44 @@ pub fn ensure_space(dir: &Path, needed: u64) -> Result<(), Error> {
     Ok(())
 }
 
+/// Unpacks `artifact` into a staging dir beside `release_dir`, lets
+/// `finish` adjust it, then moves it into place (replacing a damaged copy
+/// that is not current), so a failure never leaves a half-made release.
+pub fn unpack_into_place(
+    artifact: &Path,
+    release_dir: &Path,
+    progress: &dyn berth_core::progress::Progress,
+    finish: impl FnOnce(&Path) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let parent = release_dir.parent().unwrap_or(Path::new("/"));
+    fsutil::create_dir_all_synced(parent)?;
+    let name = release_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let staging = parent.join(format!(".staging-{name}"));
+    if staging.exists() {
+        fs::remove_dir_all(&staging).at("cannot remove", &staging)?;
+    }
+    let file = fs::File::open(artifact).at("cannot open", artifact)?;
+    unpack::unpack(
+        std::io::BufReader::new(file),
+        &staging,
+        &unpack::UnpackOptions::default(),
+        progress,
+    )?;
+    if let Err(e) = finish(&staging) {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    if release_dir.exists() {
+        fs::remove_dir_all(release_dir).at("cannot replace", release_dir)?;
+    }
+    fs::rename(&staging, release_dir).at("cannot move into place", release_dir)?;
+    fsutil::sync_dir(parent)?;
+    Ok(())
+}
+
 /// Bytes of the files under `dir`.
 pub fn dir_bytes(dir: &Path) -> u64 {
     let mut total = 0;
