@@ -151,7 +151,7 @@ pub fn rollback(
     if target_release.id == current.id
         && txn::target_of(&target).as_deref()
             == Some(unpack::tree_dir(&target_release.dir).as_path())
-        && txn::intact(&target_release.dir, &manifest)?
+        && txn::looks_intact(&target_release.dir, &manifest)?
     {
         return Ok(report);
     }
@@ -171,7 +171,7 @@ pub fn rollback(
     // The tree: the kept dir, or unpacked again from the cached artifact.
     let dir = target_release.dir.clone();
     let rebuilt = journal.step("tree", || {
-        if dir.is_dir() && txn::intact(&dir, &manifest)? {
+        if dir.is_dir() && txn::looks_intact(&dir, &manifest)? {
             return Ok(false);
         }
         let cached = snapshot

@@ -322,6 +322,91 @@ pub fn intact(dir: &Path, manifest: &Manifest) -> Result<bool, Error> {
     Ok(unpack::drift(dir, manifest, &local)?.is_empty())
 }
 
+/// The file whose mtime marks when a release dir was complete: a file
+/// changed on the node after it has a later mtime.
+pub const UNPACKED_STAMP: &str = ".unpacked";
+
+/// A cheap version of [`intact`], reading metadata only: every entry of
+/// the manifest is there with its type, size, mode (and symlink target),
+/// no directory holds an entry the manifest lacks, and no file or hook
+/// was modified after the release dir was complete (its mtime is not
+/// later than the stamp's). A same-size rewrite that also puts the mtime
+/// back is not seen; `agent verify` compares digests. Without a stamp (a
+/// release dir made by an older agent) it is [`intact`].
+pub fn looks_intact(dir: &Path, manifest: &Manifest) -> Result<bool, Error> {
+    use berth_core::manifest::Entry;
+    use std::collections::HashSet;
+    use std::os::unix::fs::PermissionsExt;
+
+    let Ok(stamp) = fs::metadata(dir.join(UNPACKED_STAMP)).and_then(|m| m.modified()) else {
+        return intact(dir, manifest);
+    };
+    let tree = unpack::tree_dir(dir);
+    let local: HashSet<String> = node_local(manifest).into_iter().collect();
+    let is_local = |rel: &str| {
+        local.iter().any(|l| {
+            rel == l
+                || rel
+                    .strip_prefix(l.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+        })
+    };
+    let unchanged_file = |path: &Path, size: u64, mode: u32| -> bool {
+        fs::symlink_metadata(path).is_ok_and(|m| {
+            m.is_file()
+                && m.len() == size
+                && m.permissions().mode() & 0o7777 == mode
+                && m.modified().is_ok_and(|t| t <= stamp)
+        })
+    };
+    for (name, entry) in &manifest.hook_files {
+        if let Entry::File { size, mode, .. } = entry
+            && !unchanged_file(&unpack::hook_path(dir, name), *size, mode.0)
+        {
+            return Ok(false);
+        }
+    }
+    let mut dirs = vec![String::new()];
+    for (rel, entry) in &manifest.files {
+        if is_local(rel) {
+            continue;
+        }
+        let path = tree.join(rel);
+        let ok = match entry {
+            Entry::File { size, mode, .. } => unchanged_file(&path, *size, mode.0),
+            Entry::Dir { mode } => {
+                dirs.push(rel.clone());
+                fs::symlink_metadata(&path)
+                    .is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o7777 == mode.0)
+            }
+            Entry::Symlink { target } => {
+                fs::read_link(&path).is_ok_and(|t| t.as_os_str() == target.as_str())
+            }
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    // Nothing added: every name in every directory is in the manifest.
+    for d in dirs {
+        let Ok(entries) = fs::read_dir(tree.join(&d)) else {
+            return Ok(false);
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rel = if d.is_empty() {
+                name
+            } else {
+                format!("{d}/{name}")
+            };
+            if !manifest.files.contains_key(&rel) && !is_local(&rel) {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
 /// Links the node-local parts into a fresh release tree: shared dirs
 /// (kept under `<state>/shared/<pkg>/`), preserved files copied from the
 /// previous release, and the env file.
@@ -397,7 +482,7 @@ pub fn snapshot_tree(
         fsutil::create_dir_all_synced(&dir.join(sub))?;
     }
     let cached = node.layout.cached_artifact(&current.sha256);
-    if cached.is_file() && current.dir.is_dir() && intact(&current.dir, manifest)? {
+    if cached.is_file() && current.dir.is_dir() && looks_intact(&current.dir, manifest)? {
         fs::write(dir.join("artifact"), format!("{}\n", current.sha256))
             .at("cannot write snapshot", &dir)?;
         return Ok((dir, SnapshotKind::ArtifactRef));
@@ -474,6 +559,10 @@ pub fn unpack_into_place(
     if release_dir.exists() {
         fs::remove_dir_all(release_dir).at("cannot replace", release_dir)?;
     }
+    let stamp = staging.join(UNPACKED_STAMP);
+    fs::File::create(&stamp)
+        .and_then(|f| f.sync_all())
+        .at("cannot write", &stamp)?;
     fs::rename(&staging, release_dir).at("cannot move into place", release_dir)?;
     fsutil::sync_dir(parent)?;
     Ok(())
