@@ -347,6 +347,7 @@ fn fill(
         failure: None,
         started,
         buf: vec![0; BUFFER],
+        syncer: Syncer::new(),
         entries: 0,
         bytes: 0,
     };
@@ -481,6 +482,7 @@ struct Unpacker<'a> {
     failure: Option<UnpackError>,
     started: &'a mut bool,
     buf: Vec<u8>,
+    syncer: Syncer,
     entries: u64,
     bytes: u64,
 }
@@ -500,7 +502,7 @@ impl Unpacker<'_> {
         let total = check_manifest(manifest, self.options)?;
         let path = self.staging.join(MANIFEST_PATH);
         let text = manifest.to_toml();
-        write_file(
+        let (_, file) = write_file(
             self.root.as_fd(),
             MANIFEST_PATH,
             MANIFEST_PATH,
@@ -511,6 +513,7 @@ impl Unpacker<'_> {
             &mut self.buf,
             &crate::progress::Silent,
         )?;
+        self.syncer.submit(file, &path)?;
         self.progress.start("unpacking", total);
         *self.started = true;
         Ok(())
@@ -538,7 +541,7 @@ impl Unpacker<'_> {
             });
         }
         let path = self.staging.join(HOOKS_DIR).join(name);
-        self.bytes += write_file(
+        let (written, file) = write_file(
             self.hooks.as_fd(),
             name,
             &label,
@@ -549,6 +552,8 @@ impl Unpacker<'_> {
             &mut self.buf,
             self.progress,
         )?;
+        self.syncer.submit(file, &path)?;
+        self.bytes += written;
         self.entries += 1;
         Ok(())
     }
@@ -571,7 +576,7 @@ impl Unpacker<'_> {
             }
             Entry::File { size, mode, .. } => {
                 let label = format!("{FILES_DIR}/{rel}");
-                self.bytes += write_file(
+                let (written, file) = write_file(
                     dir.as_fd(),
                     name,
                     &label,
@@ -582,6 +587,8 @@ impl Unpacker<'_> {
                     &mut self.buf,
                     self.progress,
                 )?;
+                self.syncer.submit(file, &path)?;
+                self.bytes += written;
             }
             // Last, so that no later entry can be created through one.
             Entry::Symlink { target } => self.symlinks.push((rel.to_owned(), target.clone())),
@@ -594,6 +601,8 @@ impl Unpacker<'_> {
     /// directory's mode and fsync, children before parents (reverse
     /// order), then the release root's.
     fn finish(mut self) -> Result<(), UnpackError> {
+        // Every file's data first, then the directories that name them.
+        self.syncer.finish()?;
         for (rel, target) in std::mem::take(&mut self.symlinks) {
             let (parent, name) = split(&rel);
             let dir = self.tree.dir(parent, &rel)?;
@@ -692,8 +701,9 @@ fn check_manifest(manifest: &Manifest, options: &UnpackOptions) -> Result<u64, U
 }
 
 /// Creates `name` in `dir` (never over anything, never through a link),
-/// copies `data` into it, sets `mode` and fsyncs it. Returns the bytes
-/// written. `label` names the entry in errors, `path` the file.
+/// copies `data` into it and sets `mode`. Returns the bytes written and
+/// the file, for the caller to hand to the [`Syncer`]. `label` names the
+/// entry in errors, `path` the file.
 #[allow(clippy::too_many_arguments)]
 fn write_file(
     dir: BorrowedFd<'_>,
@@ -705,7 +715,7 @@ fn write_file(
     path: &Path,
     buf: &mut [u8],
     progress: &dyn Progress,
-) -> Result<u64, UnpackError> {
+) -> Result<(u64, File), UnpackError> {
     let fd = errno(rustix::fs::openat(
         dir,
         name,
@@ -736,8 +746,88 @@ fn write_file(
     }
     // After the data: writing would clear setuid and setgid bits.
     errno(rustix::fs::fchmod(&file, fs_mode(mode.0))).at("cannot set the mode of", path)?;
-    file.sync_all().at("cannot sync", path)?;
-    Ok(written)
+    Ok((written, file))
+}
+
+/// Fsyncs written files on a few background threads, so that writing the
+/// next file never waits for the disk to take the last one (one fsync
+/// after another made the disk the bottleneck of an install), while every
+/// file is still fsynced before [`unpack`] returns: [`Syncer::finish`]
+/// waits for them all and reports the first failure.
+struct Syncer {
+    jobs: Option<std::sync::mpsc::SyncSender<(File, PathBuf)>>,
+    workers: Vec<std::thread::JoinHandle<Result<(), PathError>>>,
+}
+
+impl Syncer {
+    /// Files waiting for their fsync at most; each holds a descriptor.
+    const QUEUE: usize = 128;
+    const THREADS: usize = 4;
+
+    fn new() -> Syncer {
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<(File, PathBuf)>(Self::QUEUE);
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
+        let workers = (0..Self::THREADS)
+            .map(|_| {
+                let queue = std::sync::Arc::clone(&queue);
+                std::thread::spawn(move || {
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(q) => q.recv(),
+                            Err(_) => return Ok(()),
+                        };
+                        let Ok((file, path)) = job else {
+                            return Ok(());
+                        };
+                        file.sync_all().at("cannot sync", &path)?;
+                    }
+                })
+            })
+            .collect();
+        Syncer {
+            jobs: Some(jobs),
+            workers,
+        }
+    }
+
+    /// Queues `file` for its fsync; waits while the queue is full.
+    fn submit(&mut self, file: File, path: &Path) -> Result<(), UnpackError> {
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send((file, path.to_owned())).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            // Every worker stopped: one of them failed.
+            self.finish()?;
+            Err(PathError::new(
+                "cannot sync",
+                path,
+                io::Error::other("the fsync workers stopped"),
+            )
+            .into())
+        }
+    }
+
+    /// Waits until every queued file is fsynced.
+    fn finish(&mut self) -> Result<(), PathError> {
+        self.jobs = None;
+        let mut first = Ok(());
+        for worker in self.workers.drain(..) {
+            let result = worker.join().unwrap_or_else(|_| {
+                Err(PathError::new(
+                    "cannot sync",
+                    Path::new("."),
+                    io::Error::other("an fsync worker panicked"),
+                ))
+            });
+            if first.is_ok() {
+                first = result;
+            }
+        }
+        first
+    }
 }
 
 /// Which part of a release a [`Drift`] is in.
