@@ -12,6 +12,7 @@ declare -A package_of=(
     [mkfifo]=coreutils [python3]=python3 [curl]=curl [sqlite3]=sqlite3
     [psql]=postgresql-client [pg_dump]=postgresql-client
     [pg_restore]=postgresql-client [runuser]=util-linux [flock]=util-linux
+    [minisign]=minisign
 )
 missing=()
 for tool in "${!package_of[@]}"; do

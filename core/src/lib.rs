@@ -14,6 +14,7 @@ pub mod name;
 pub mod package;
 pub mod progress;
 pub mod repo;
+pub mod sign;
 pub mod unpack;
 
 /// How an error should end a command, following the documented exit codes.
