@@ -36,25 +36,12 @@ ROUNDS=${ROUNDS:-5}
 KEEP=${KEEP:-0}
 PACKAGER=${PACKAGER:-}
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(dirname "$here")
+me=bench/build.sh
+# shellcheck source=common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-die() {
-    echo "bench/build.sh: $*" >&2
-    exit 1
-}
-
-for tool in tar zstd python3; do
-    command -v "$tool" >/dev/null || die "\`$tool\` is required"
-done
-if [ ! -x /usr/bin/time ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "installing GNU time (Debian package \`time\`)" >&2
-        apt-get install -y -q time >/dev/null 2>&1 ||
-            { apt-get update -q >/dev/null && apt-get install -y -q time >/dev/null; }
-    fi
-    [ -x /usr/bin/time ] || die "GNU time is required at /usr/bin/time (Debian: apt-get install time)"
-fi
+require tar zstd python3
+require_gnu_time
 
 if [ -z "$PACKAGER" ]; then
     echo "building the release packager" >&2
@@ -63,15 +50,7 @@ if [ -z "$PACKAGER" ]; then
 fi
 [ -x "$PACKAGER" ] || die "no packager binary at $PACKAGER"
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/berth-bench.XXXXXX")
-cleanup() {
-    if [ "$KEEP" = 1 ]; then
-        echo "kept: $work" >&2
-    else
-        rm -rf "$work"
-    fi
-}
-trap cleanup EXIT
+make_work berth-bench
 
 tree=$work/tree
 echo "generating $FILES files, $MB MiB (seed $SEED) in $tree" >&2

@@ -81,27 +81,14 @@ PACKAGER=${PACKAGER:-}
 AGENT=${AGENT:-}
 PKG=bench-webapp
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(dirname "$here")
+me=bench/install.sh
+# shellcheck source=common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-die() {
-    echo "bench/install.sh: $*" >&2
-    exit 1
-}
-
-for tool in tar zstd python3 dpkg dpkg-deb sync; do
-    command -v "$tool" >/dev/null || die "\`$tool\` is required"
-done
+require tar zstd python3 dpkg dpkg-deb sync
 have_sqlite=0
 command -v sqlite3 >/dev/null && have_sqlite=1
-if [ ! -x /usr/bin/time ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "installing GNU time (Debian package \`time\`)" >&2
-        apt-get install -y -q time >/dev/null 2>&1 ||
-            { apt-get update -q >/dev/null && apt-get install -y -q time >/dev/null; }
-    fi
-    [ -x /usr/bin/time ] || die "GNU time is required at /usr/bin/time (Debian: apt-get install time)"
-fi
+require_gnu_time
 [ "$(id -u)" = 0 ] || die "run it as root: \`dpkg --root\` installs files owned by root"
 
 if [ -z "$PACKAGER" ] || [ -z "$AGENT" ]; then
@@ -114,15 +101,7 @@ fi
 [ -x "$PACKAGER" ] || die "no packager binary at $PACKAGER"
 [ -x "$AGENT" ] || die "no agent binary at $AGENT"
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/berth-bench-install.XXXXXX")
-cleanup() {
-    if [ "$KEEP" = 1 ]; then
-        echo "kept: $work" >&2
-    else
-        rm -rf "$work"
-    fi
-}
-trap cleanup EXIT
+make_work berth-bench-install
 
 # The machine's own dpkg database must not change: remember its status.
 real_status_sum=$(md5sum /var/lib/dpkg/status 2>/dev/null | cut -d' ' -f1 || true)
