@@ -254,35 +254,33 @@ fn agent_second_writer_exits_4_while_the_node_lock_is_held_and_waits_with_wait()
     node.assert_current("1.1.0+2");
 }
 
-#[test]
-fn agent_install_fetches_a_damaged_cached_artifact_again_rather_than_install_it() {
+/// v2 installed over v1, then v1's kept dir removed and its cached
+/// artifact replaced by other bytes: those of a valid artifact (v2), which
+/// an agent trusting its cache would unpack as v1. Returns v1's sha256.
+fn v2_over_v1_with_v1s_cache_damaged() -> (Node, String) {
     let node = installed_v1();
-    let v1 = rel("1.0.0", 1);
     let sha1 = node.sql("select sha256 from releases where version = '1.0.0'");
     let a2 = node.publish(&rel("1.1.0", 2));
     node.install("webapp", &[]).ok();
-    // The cached v1 now holds other bytes: those of a valid artifact (v2),
-    // which an agent trusting its cache would unpack as v1.
     let cache = |sha: &str| node.path(&format!("/var/lib/berth/cache/{sha}.tar.zst"));
     std::fs::copy(cache(&a2.sha256), cache(&sha1)).unwrap();
     std::fs::remove_dir_all(node.release_dir("1.0.0+1")).unwrap();
+    (node, sha1)
+}
 
-    node.install(&v1.spec(), &[]).ok();
+#[test]
+fn agent_install_fetches_a_damaged_cached_artifact_again_rather_than_install_it() {
+    let (node, sha1) = v2_over_v1_with_v1s_cache_damaged();
+    node.install(&rel("1.0.0", 1).spec(), &[]).ok();
     node.assert_current("1.0.0+1");
-    let sum = node.env.tool("sha256sum", [cache(&sha1)]).ok();
+    let cached = node.path(&format!("/var/lib/berth/cache/{sha1}.tar.zst"));
+    let sum = node.env.tool("sha256sum", [cached]).ok();
     assert!(sum.stdout.starts_with(&sha1), "{sum}");
 }
 
 #[test]
 fn agent_rollback_does_not_rebuild_a_release_from_a_damaged_cached_artifact() {
-    let node = installed_v1();
-    let sha1 = node.sql("select sha256 from releases where version = '1.0.0'");
-    let a2 = node.publish(&rel("1.1.0", 2));
-    node.install("webapp", &[]).ok();
-    // v1's kept dir is gone and its cached artifact holds v2's bytes.
-    let cache = |sha: &str| node.path(&format!("/var/lib/berth/cache/{sha}.tar.zst"));
-    std::fs::copy(cache(&a2.sha256), cache(&sha1)).unwrap();
-    std::fs::remove_dir_all(node.release_dir("1.0.0+1")).unwrap();
+    let (node, _) = v2_over_v1_with_v1s_cache_damaged();
 
     let run = node.rollback(&[]).code(1);
     assert_says(

@@ -72,13 +72,9 @@ impl Drop for HttpServer {
     }
 }
 
+/// Runs `http-health` as the agent would (see [`run_hook`]).
 fn http_health(env: &TestEnv, vars: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(hook("http-health"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(vars.iter().copied())
-        .current_dir(env.path());
-    Run::from(cmd.output().expect("the hook runs"))
+    run_hook(env, "http-health", vars)
 }
 
 fn serving_version(env: &TestEnv) -> HttpServer {

@@ -92,7 +92,7 @@ pub fn install(
 
     let current = store.current_release(&package)?;
     if let Some(cur) = &current
-        && is_installed_intact(cur, &source, &target)?
+        && is_installed_intact(cur, &release, &source.sha256, &target, &source.manifest)?
     {
         return Ok(InstallReport {
             outcome: Outcome::Unchanged,
@@ -403,11 +403,19 @@ fn prepare_release_dir(
     Ok(true)
 }
 
-fn is_installed_intact(cur: &Release, source: &Source, target: &Path) -> Result<bool, Error> {
-    Ok(cur.release == source.manifest.release()
-        && cur.sha256 == source.sha256
+/// Whether `cur` is `release` with these bytes, the target points at its
+/// tree, and the tree still matches `manifest` (by digest): `unchanged`.
+fn is_installed_intact(
+    cur: &Release,
+    release: &ReleaseId,
+    sha256: &str,
+    target: &Path,
+    manifest: &Manifest,
+) -> Result<bool, Error> {
+    Ok(cur.release == *release
+        && cur.sha256 == sha256
         && txn::target_of(target).as_deref() == Some(unpack::tree_dir(&cur.dir).as_path())
-        && txn::intact(&cur.dir, &source.manifest)?)
+        && txn::intact(&cur.dir, manifest)?)
 }
 
 /// Where the artifact is, found without writing anything: a checked file,
@@ -543,14 +551,14 @@ fn dry_run(node: &Node, opts: &InstallOptions) -> Result<InstallReport, Error> {
             .map(|m| m.install.target)
     });
     let target = target_rel.map(|t| node.layout.path(&t)).unwrap_or_default();
-    let unchanged = current.as_ref().is_some_and(|c| {
-        c.release == release
-            && c.sha256 == sha256
-            && Manifest::parse(&c.manifest).ok().is_some_and(|m| {
-                txn::target_of(&target).as_deref() == Some(unpack::tree_dir(&c.dir).as_path())
-                    && txn::intact(&c.dir, &m).unwrap_or(false)
-            })
-    });
+    // The same release has the same manifest: the current one's will do.
+    let unchanged = match &current {
+        Some(c) => match Manifest::parse(&c.manifest) {
+            Ok(m) => is_installed_intact(c, &release, &sha256, &target, &m)?,
+            Err(_) => false,
+        },
+        None => false,
+    };
     Ok(InstallReport {
         outcome: if unchanged {
             Outcome::Unchanged
