@@ -19,7 +19,8 @@ use crate::commands;
         Its state is a SQLite database under <root>/var/lib/berth.",
     after_help = "Exit codes: 0 done or unchanged, 1 failed, 2 bad usage or input (nothing \
         changed), 3 rolled back after a failed health check, 4 another berth operation holds \
-        the node.\n\n\
+        the node, 5 refused by the trust checks: a channel index that is unsigned, signed by an \
+        unknown key, foreign, expired or older than one already accepted (nothing changed).\n\n\
         Examples:\n  \
         agent --repo /srv/berth --channel staging install webapp\n  \
         agent install --file webapp_1.4.2+173.tar.zst\n  \
@@ -52,6 +53,10 @@ pub struct Global {
     /// Wait up to SECS for another berth operation to finish
     #[arg(long, value_name = "SECS", default_value_t = 0, global = true)]
     pub wait: u64,
+    /// Trust channel indexes signed by this minisign public key, repeatable
+    /// (on top of agent.toml's trusted_keys)
+    #[arg(long = "trusted-key", value_name = "FILE", global = true)]
+    pub trusted_keys: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -37,6 +37,7 @@ pub fn run(global: Global, command: Command) -> Result<u8, Error> {
         repo: global.repo,
         channels: global.channels,
         wait: Duration::from_secs(global.wait),
+        trusted_keys: global.trusted_keys,
     })?;
     match command {
         Command::Install {

@@ -1,13 +1,14 @@
 //! Everything an agent command can fail with, and the exit code of each:
 //! 2 bad usage or input (nothing changed), 1 failed, 3 rolled back after a
-//! failed health check, 4 another operation holds the node.
+//! failed health check, 4 another operation holds the node, 5 the trust
+//! checks refused a channel index (nothing changed).
 
 use std::path::PathBuf;
 
 use berth_core::archive::ArchiveError;
 use berth_core::fsutil::PathError;
 use berth_core::name::InvalidName;
-use berth_core::repo::RepoError;
+use berth_core::repo::{RepoError, TrustError};
 use berth_core::unpack::UnpackError;
 use berth_core::{Diagnose, Fault};
 
@@ -16,6 +17,7 @@ use crate::fetch::FetchError;
 use crate::lock::LockError;
 use crate::resolve::ResolveError;
 use crate::store::StoreError;
+use crate::trust::KeyError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -33,6 +35,10 @@ pub enum Error {
     Resolve(#[from] ResolveError),
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Trust(Box<TrustError>),
+    #[error(transparent)]
+    TrustedKey(#[from] KeyError),
     #[error(transparent)]
     Unpack(#[from] UnpackError),
     #[error("`{}` is not a valid artifact: {source}", path.display())]
@@ -100,12 +106,23 @@ pub enum Error {
     ReleaseDirGone { release: String },
 }
 
+impl From<TrustError> for Error {
+    fn from(e: TrustError) -> Self {
+        Error::Trust(Box::new(e))
+    }
+}
+
 impl Error {
     /// The process exit code (documented in `agent --help`).
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Lock(LockError::Busy { .. }) => 4,
             Error::RolledBack { .. } => 3,
+            Error::Trust(e) | Error::Resolve(ResolveError::Trust(e))
+                if e.fault() == Fault::Input =>
+            {
+                5
+            }
             _ => match self.fault() {
                 Fault::Input => 2,
                 Fault::Failure => 1,
@@ -121,6 +138,8 @@ impl Diagnose for Error {
             Error::Repo(e) => e.fault(),
             Error::Unpack(e) => e.fault(),
             Error::Resolve(ResolveError::Repo(e)) => e.fault(),
+            Error::Resolve(ResolveError::Trust(e)) | Error::Trust(e) => e.fault(),
+            Error::TrustedKey(e) => e.source.fault(),
             Error::Artifact { source, .. } => source.fault(),
             Error::Fetch(FetchError::Repo(e)) => e.fault(),
             Error::Fetch(_)
@@ -142,6 +161,10 @@ impl Diagnose for Error {
             Error::Repo(e) => return e.hint(),
             Error::Unpack(e) => return e.hint(),
             Error::Artifact { source, .. } => return source.hint(),
+            Error::Resolve(ResolveError::Trust(e)) | Error::Trust(e) => return e.hint(),
+            Error::TrustedKey(_) => {
+                "fix the path in trusted_keys (agent.toml) or `--trusted-key`; a public key is the PREFIX.pub `packager keygen` or `minisign -G` wrote".into()
+            }
             Error::Config(_) => "fix the file; its keys are described in docs/agent.md".into(),
             Error::Lock(LockError::Busy { .. }) => {
                 "wait for it to finish, or pass `--wait SECS` to queue behind it".into()

@@ -13,8 +13,12 @@ pub struct Layout {
 
 impl Layout {
     /// The layout under `root` (`/` on a real node).
+    /// A relative root is made absolute first: hooks run in the release
+    /// directory, and every path handed to them must still hold there.
     pub fn new(root: impl Into<PathBuf>) -> Layout {
-        Layout { root: root.into() }
+        let root = root.into();
+        let root = std::path::absolute(&root).unwrap_or(root);
+        Layout { root }
     }
 
     pub fn root(&self) -> &Path {

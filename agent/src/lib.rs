@@ -12,3 +12,4 @@ pub mod node;
 pub mod ops;
 pub mod resolve;
 pub mod store;
+pub mod trust;

@@ -26,6 +26,9 @@ pub struct NodeOptions {
     pub channels: Vec<String>,
     /// `--wait SECS` for the node lock.
     pub wait: Duration,
+    /// `--trusted-key FILE`, repeatable: public keys trusted on top of
+    /// agent.toml's `trusted_keys`.
+    pub trusted_keys: Vec<PathBuf>,
 }
 
 /// A node opened for a command.

@@ -9,7 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use berth_core::name::{self, InvalidName};
-use berth_core::repo::{ReleaseEntry, RepoError, Repository};
+use berth_core::repo::{ChannelIndex, ReleaseEntry, RepoError, Repository, TrustError};
 
 /// What the operator asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +88,26 @@ pub enum ResolveError {
     Yanked { wanted: String, channel: String },
     #[error(transparent)]
     Repo(#[from] RepoError),
+    #[error(transparent)]
+    Trust(Box<TrustError>),
+}
+
+impl From<TrustError> for ResolveError {
+    fn from(e: TrustError) -> Self {
+        ResolveError::Trust(Box::new(e))
+    }
+}
+
+/// Where channel indexes come from: a repository as it is, or through the
+/// node's trust checks ([`crate::trust::IndexReader`]).
+pub trait IndexSource {
+    fn index(&self, channel: &str, package: &str) -> Result<Option<ChannelIndex>, ResolveError>;
+}
+
+impl IndexSource for Repository {
+    fn index(&self, channel: &str, package: &str) -> Result<Option<ChannelIndex>, ResolveError> {
+        Ok(Repository::index(self, channel, package)?)
+    }
 }
 
 fn plural(channels: &[String]) -> &'static str {
@@ -101,7 +121,7 @@ fn list(channels: &[String]) -> String {
 
 /// Looks `wanted` up in `channels`, first to last.
 pub fn resolve(
-    repo: &Repository,
+    repo: &dyn IndexSource,
     wanted: &Wanted,
     channels: &[String],
 ) -> Result<Resolved, ResolveError> {

@@ -37,6 +37,12 @@ pub fn note(text: &str) {
     let _ = writeln!(std::io::stderr(), "{text}");
 }
 
+/// A `warning:` line to stderr: something the operator should know that
+/// does not stop the command.
+pub fn warn(text: &str) {
+    note(&format!("warning: {text}"));
+}
+
 /// `1.5 KiB`, `48.0 MiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

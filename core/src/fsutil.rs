@@ -56,6 +56,15 @@ pub fn sync_dir(dir: &Path) -> Result<(), PathError> {
         .at("cannot sync directory", dir)
 }
 
+/// The directory `path` is in: `.` for a bare file name (whose
+/// `Path::parent` is the empty path, which no system call takes).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// Moves a finished temp file into place: fsync, rename over `dest`, fsync
 /// the directory.
 pub fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<(), PathError> {
@@ -63,7 +72,7 @@ pub fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<(), PathErro
     tmp.persist(dest)
         .map_err(|e| e.error)
         .at("cannot rename into", dest)?;
-    sync_dir(dest.parent().unwrap_or(Path::new(".")))
+    sync_dir(parent_dir(dest))
 }
 
 /// Like [`persist`] but never replaces an existing `dest`; returns false
@@ -72,7 +81,7 @@ pub fn persist_new(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<bool, Pa
     tmp.as_file().sync_all().at("cannot sync", tmp.path())?;
     match tmp.persist_noclobber(dest) {
         Ok(_) => {
-            sync_dir(dest.parent().unwrap_or(Path::new(".")))?;
+            sync_dir(parent_dir(dest))?;
             Ok(true)
         }
         Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
@@ -82,7 +91,7 @@ pub fn persist_new(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<bool, Pa
 
 /// Writes `bytes` to `dest` atomically.
 pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<(), PathError> {
-    let dir = dest.parent().unwrap_or(Path::new("."));
+    let dir = parent_dir(dest);
     let mut tmp = temp_file_in(dir)?;
     tmp.write_all(bytes).at("cannot write", tmp.path())?;
     persist(tmp, dest)

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::commands;
 
@@ -22,7 +22,10 @@ use crate::commands;
         packager init\n  \
         packager build --build \"$BUILD_NUMBER\" --out dist/\n  \
         packager publish dist/webapp_1.4.2+173.tar.zst --repo /srv/berth --channel staging\n  \
-        packager promote webapp@1.4.2+173 --from staging --to production --repo /srv/berth"
+        packager promote webapp@1.4.2+173 --from staging --to production --repo /srv/berth\n\n\
+        Signing: give `--sign-key` (or BERTH_SIGN_KEY) to publish, promote, yank, gc and resign, \
+        and every channel index they write is signed; the key's password comes from \
+        BERTH_SIGN_PASSWORD, never from the command line."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -88,7 +91,8 @@ pub enum Command {
         changes nothing. The same release with different bytes is refused.\n\n\
         Examples:\n  \
         packager publish webapp_1.4.2+173.tar.zst --repo /srv/berth --channel staging\n  \
-        BERTH_REPO=file:///srv/berth packager publish webapp_1.4.2+173.tar.zst --channel dev --json"
+        BERTH_REPO=file:///srv/berth packager publish webapp_1.4.2+173.tar.zst --channel dev --json\n  \
+        BERTH_SIGN_PASSWORD=... packager publish webapp_1.4.2+173.tar.zst --repo /srv/berth --channel staging --sign-key ci.key"
     )]
     Publish {
         /// The artifact file (`NAME_VERSION+BUILD.tar.zst`)
@@ -99,6 +103,8 @@ pub enum Command {
         /// The channel to publish into, e.g. staging
         #[arg(long)]
         channel: String,
+        #[command(flatten)]
+        sign: SignArgs,
         /// Print the result as JSON
         #[arg(long)]
         json: bool,
@@ -118,6 +124,8 @@ pub enum Command {
         /// The repository: a directory or a file:// URL
         #[arg(long, env = "BERTH_REPO", value_name = "PATH_OR_URL")]
         repo: String,
+        #[command(flatten)]
+        sign: SignArgs,
         /// Print the result as JSON
         #[arg(long)]
         json: bool,
@@ -141,6 +149,8 @@ pub enum Command {
         /// Clear the yank mark instead
         #[arg(long)]
         undo: bool,
+        #[command(flatten)]
+        sign: SignArgs,
         /// Print the result as JSON
         #[arg(long)]
         json: bool,
@@ -194,16 +204,85 @@ pub enum Command {
         /// Say what would go, change nothing
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        sign: SignArgs,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a minisign key pair for signing channel indexes
+    #[command(
+        after_help = "Writes PREFIX.key (the secret key, mode 0600) and PREFIX.pub (the public \
+        key agents trust), never over existing files. The secret key is encrypted with the \
+        password in BERTH_SIGN_PASSWORD (minisign's scrypt cost, 1 GiB of memory for a moment); \
+        `--unencrypted` writes it unencrypted, as `minisign -G -W` does. The files are \
+        minisign's: `minisign -S -s PREFIX.key` and `minisign -V -p PREFIX.pub` use them.\n\n\
+        Examples:\n  \
+        BERTH_SIGN_PASSWORD=\"$(pass berth/ci)\" packager keygen --out /secure/berth-2026\n  \
+        packager keygen --out ci --unencrypted --json"
+    )]
+    Keygen {
+        /// Where to write: PREFIX.key and PREFIX.pub
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+        /// Write the secret key without a password
+        #[arg(long)]
+        unencrypted: bool,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign channel indexes again, with a new expiry
+    #[command(
+        after_help = "Each chosen index (default: all) is written again with the next sequence, \
+        a new `expires` and a new signature. Run it on a schedule well within `--expires`, so \
+        agents never see an expired index; and after moving to a new key (docs/trust.md). \
+        After restoring the repository from a backup, `--sequence N` moves every index past the \
+        sequences nodes already accepted.\n\n\
+        Examples:\n  \
+        packager resign --repo /srv/berth --sign-key ci.key\n  \
+        packager resign --repo /srv/berth --sign-key ci.key --channel production --expires 7d\n  \
+        packager resign --repo /srv/berth --sign-key ci.key --sequence 1000"
+    )]
+    Resign {
+        /// The repository: a directory or a file:// URL
+        #[arg(long, env = "BERTH_REPO", value_name = "PATH_OR_URL")]
+        repo: String,
+        /// Only this channel (repeatable)
+        #[arg(long = "channel", value_name = "CHANNEL")]
+        channels: Vec<String>,
+        /// Only this package (repeatable)
+        #[arg(long = "package", value_name = "NAME")]
+        packages: Vec<String>,
+        /// Give each index at least this sequence
+        #[arg(long, value_name = "N")]
+        sequence: Option<u64>,
+        #[command(flatten)]
+        sign: SignArgs,
         /// Print the result as JSON
         #[arg(long)]
         json: bool,
     },
 }
 
+/// The signing flags of every command that writes channel indexes.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// Sign each channel index written with this minisign secret key
+    /// (password from BERTH_SIGN_PASSWORD)
+    #[arg(long, env = "BERTH_SIGN_KEY", value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
+    /// How long the signed indexes stay valid: a number and s, m, h, d or w
+    /// [default: 30d]
+    #[arg(long, value_name = "DURATION")]
+    pub expires: Option<String>,
+}
+
 impl Command {
     fn json(&self) -> bool {
         match self {
             Command::Init { .. } => false,
+            Command::Keygen { json, .. } | Command::Resign { json, .. } => *json,
             Command::Build { json, .. }
             | Command::Verify { json, .. }
             | Command::Publish { json, .. }

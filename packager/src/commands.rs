@@ -6,7 +6,7 @@ use packager::Error;
 use packager::ops;
 use serde_json::{Value, json};
 
-use crate::cli::Command;
+use crate::cli::{Command, SignArgs};
 use berth_cli::{Bar, human_bytes, note};
 
 /// How a command ended without success.
@@ -59,6 +59,22 @@ fn entries(n: usize) -> String {
         "1 entry".into()
     } else {
         format!("{n} entries")
+    }
+}
+
+/// The key's password: BERTH_SIGN_PASSWORD, never a flag (a flag shows
+/// in `ps` and in shell history). Empty counts as unset.
+fn sign_password() -> Option<String> {
+    std::env::var("BERTH_SIGN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty())
+}
+
+fn sign_options(args: SignArgs) -> ops::sign::SignOptions {
+    ops::sign::SignOptions {
+        key: args.sign_key,
+        expires: args.expires,
+        password: sign_password(),
     }
 }
 
@@ -141,6 +157,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
             artifact,
             repo,
             channel,
+            sign,
             json,
         } => {
             let r = ops::publish::publish(
@@ -148,6 +165,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
                     artifact,
                     repo,
                     channel,
+                    sign: sign_options(sign),
                 },
                 &Bar::for_stderr(),
             )?;
@@ -194,6 +212,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
             from,
             to,
             repo,
+            sign,
             json,
         } => {
             let release: ReleaseId = release.parse()?;
@@ -202,6 +221,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
                 from,
                 to,
                 repo,
+                sign: sign_options(sign),
             })?;
             if json {
                 return out_json(&json!({
@@ -236,6 +256,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
             channel,
             repo,
             undo,
+            sign,
             json,
         } => {
             let release: ReleaseId = release.parse()?;
@@ -244,6 +265,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
                 channel,
                 repo,
                 undo,
+                sign: sign_options(sign),
             })?;
             if json {
                 return out_json(&json!({
@@ -293,12 +315,14 @@ pub fn run(command: Command) -> Result<(), Failure> {
             repo,
             keep,
             dry_run,
+            sign,
             json,
         } => {
             let r = ops::gc::gc(&ops::gc::GcOptions {
                 repo,
                 keep,
                 dry_run,
+                sign: sign_options(sign),
             })?;
             if json {
                 return out_json(&json!({
@@ -328,6 +352,81 @@ pub fn run(command: Command) -> Result<(), Failure> {
                 human_bytes(r.bytes_freed()),
                 r.kept_blobs
             ));
+            out(&text)
+        }
+        Command::Keygen {
+            out: prefix,
+            unencrypted,
+            json,
+        } => {
+            let r = ops::sign::keygen(&ops::sign::KeygenOptions {
+                out: prefix,
+                password: sign_password(),
+                unencrypted,
+            })?;
+            if json {
+                return out_json(&json!({
+                    "secret_key": r.secret_key,
+                    "public_key": r.public_key,
+                    "key_id": r.key_id.to_string(),
+                    "encrypted": r.encrypted,
+                }));
+            }
+            out(&format!(
+                "key {}: secret key `{}` ({}), public key `{}`\n",
+                r.key_id,
+                r.secret_key.display(),
+                if r.encrypted {
+                    "encrypted"
+                } else {
+                    "NOT encrypted"
+                },
+                r.public_key.display()
+            ))?;
+            note(
+                "keep the secret key where only the publisher reads it; put the public key in each agent's trusted_keys",
+            );
+            Ok(())
+        }
+        Command::Resign {
+            repo,
+            channels,
+            packages,
+            sequence,
+            sign,
+            json,
+        } => {
+            let r = ops::sign::resign(&ops::sign::ResignOptions {
+                repo,
+                channels,
+                packages,
+                sequence,
+                sign: sign_options(sign),
+            })?;
+            if json {
+                return out_json(&json!({
+                    "repository": r.repository,
+                    "key_id": r.key_id.to_string(),
+                    "resigned": r.resigned.iter().map(|x| json!({
+                        "channel": x.channel,
+                        "package": x.package,
+                        "sequence": x.sequence,
+                        "expires": x.expires,
+                    })).collect::<Vec<_>>(),
+                    "changed": true,
+                }));
+            }
+            let mut text = String::new();
+            for x in &r.resigned {
+                text.push_str(&format!(
+                    "signed {} in {} with key {}: sequence {}, expires {}\n",
+                    x.package,
+                    x.channel,
+                    r.key_id,
+                    x.sequence,
+                    x.expires.strftime("%Y-%m-%d %H:%M:%S UTC")
+                ));
+            }
             out(&text)
         }
     }

@@ -8,6 +8,7 @@ use berth_core::fsutil::PathError;
 use berth_core::name::{InvalidName, ReleaseId};
 use berth_core::package::PackageFileError;
 use berth_core::repo::RepoError;
+use berth_core::sign::SignError;
 use berth_core::{Diagnose, Fault};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +25,27 @@ pub enum Error {
     Name(#[from] InvalidName),
     #[error(transparent)]
     Io(#[from] PathError),
+    #[error(transparent)]
+    Sign(#[from] SignError),
 
+    #[error("{0}")]
+    Lifetime(String),
+    #[error(
+        "`--expires {expires}` sets the expiry of signed indexes, and no signing key was given"
+    )]
+    ExpiresWithoutKey { expires: String },
+    #[error("no password for the new secret key: BERTH_SIGN_PASSWORD is not set")]
+    KeygenNoPassword,
+    #[error("BERTH_SIGN_PASSWORD is set and `--unencrypted` asks for no password")]
+    KeygenPasswordConflict,
+    #[error("`packager resign` needs the signing key")]
+    ResignWithoutKey,
+    #[error("no index to sign in `{repo}`{}", scope(.channels, .packages))]
+    NothingToResign {
+        repo: String,
+        channels: Vec<String>,
+        packages: Vec<String>,
+    },
     #[error("no build number")]
     NoBuildNumber,
     #[error("invalid build number `{}` in `{var}`: {}", invalid.value, invalid.reason)]
@@ -98,6 +119,17 @@ pub enum Error {
     UnknownPackage { package: String, repo: String },
 }
 
+fn scope(channels: &[String], packages: &[String]) -> String {
+    let mut s = String::new();
+    if !channels.is_empty() {
+        s.push_str(&format!(" in channel {}", channels.join(", ")));
+    }
+    if !packages.is_empty() {
+        s.push_str(&format!(" for package {}", packages.join(", ")));
+    }
+    s
+}
+
 fn list(paths: &[String]) -> String {
     let shown: Vec<String> = paths.iter().take(10).map(|p| format!("`{p}`")).collect();
     let more = paths.len().saturating_sub(10);
@@ -125,6 +157,7 @@ impl Diagnose for Error {
             Error::Repo(e) => e.fault(),
             Error::Artifact { source, .. } => source.fault(),
             Error::Pack(e) => e.fault(),
+            Error::Sign(e) => e.fault(),
             Error::Io(_) | Error::BlobMissing { .. } => Fault::Failure,
             _ => Fault::Input,
         }
@@ -136,7 +169,23 @@ impl Diagnose for Error {
             Error::Repo(e) => return e.hint(),
             Error::Artifact { source, .. } => return source.hint(),
             Error::Pack(e) => return e.hint(),
+            Error::Sign(e) => return e.hint(),
             Error::Name(e) => e.hint().into(),
+            Error::Lifetime(_) => {
+                "e.g. `--expires 30d`; agents refuse an index after it expires, so re-sign well before (`packager resign`)".into()
+            }
+            Error::ExpiresWithoutKey { .. } | Error::ResignWithoutKey => {
+                "pass `--sign-key FILE` or set BERTH_SIGN_KEY (`packager keygen` makes a key pair)".into()
+            }
+            Error::KeygenNoPassword => {
+                "set BERTH_SIGN_PASSWORD to encrypt the secret key (it is never read from the command line), or pass `--unencrypted` to write it unencrypted on purpose".into()
+            }
+            Error::KeygenPasswordConflict => {
+                "unset BERTH_SIGN_PASSWORD, or drop `--unencrypted`".into()
+            }
+            Error::NothingToResign { repo, .. } => {
+                format!("`packager list --repo {repo}` shows the channels and packages")
+            }
             Error::Io(_) => return None,
             Error::NoBuildNumber | Error::BuildFromEnv { .. } => {
                 "pass `--build N`, or set BUILD_NUMBER (Jenkins) or CI_PIPELINE_IID (GitLab) to a whole number from 1 up".into()

@@ -24,6 +24,7 @@ use crate::node::Node;
 use crate::ops::txn::{self, HookContext, Journal};
 use crate::resolve::{self, Wanted};
 use crate::store::{NewRelease, Release, ReleaseState, Store, TxnKind, TxnResult};
+use crate::trust::{self, IndexReader, Trust};
 
 #[derive(Debug, Clone)]
 pub struct InstallOptions {
@@ -84,6 +85,9 @@ pub fn install(
     let _lock = node.lock(&format!("install {label}"))?;
     let mut store = node.store()?;
     txn::recover(node, &mut store)?;
+    if let Located::Repo { repo, accepted, .. } = &located {
+        trust::record(&mut store, accepted, &repo.location())?;
+    }
     let source = obtain(node, located, progress)?;
     let release = source.manifest.release();
     let package = release.name.clone();
@@ -427,8 +431,11 @@ enum Located {
         manifest: Box<Manifest>,
     },
     Repo {
-        repo: Repository,
+        repo: Box<Repository>,
         resolved: Box<resolve::Resolved>,
+        /// The signed indexes the resolution accepted: their sequences
+        /// become the node's floor once it holds the lock.
+        accepted: Vec<trust::Accepted>,
     },
 }
 
@@ -477,11 +484,17 @@ fn locate(node: &Node, opts: &InstallOptions) -> Result<Located, Error> {
     let url = node.repository().ok_or_else(|| Error::NoRepository {
         package: wanted.package.clone(),
     })?;
+    let trust = Trust::load(node)?;
     let (repo, _) = Repository::open(url, Open::Existing)?;
-    let resolved = resolve::resolve(&repo, wanted, &node.channels(&wanted.package))?;
+    let channels = node.channels(&wanted.package);
+    let store = node.existing_store()?;
+    let reader = IndexReader::new(&repo, &trust, store.as_ref(), &wanted.package, &channels)?;
+    let resolved = resolve::resolve(&reader, wanted, &channels)?;
+    let accepted = reader.accepted();
     Ok(Located::Repo {
-        repo,
+        repo: Box::new(repo),
         resolved: Box::new(resolved),
+        accepted,
     })
 }
 
@@ -508,7 +521,7 @@ fn obtain(node: &Node, located: Located, progress: &dyn Progress) -> Result<Sour
                 channel: None,
             })
         }
-        Located::Repo { repo, resolved } => {
+        Located::Repo { repo, resolved, .. } => {
             let fetched = fetch::fetch(&repo, &resolved, &node.layout, progress)?;
             let manifest = read_manifest(&fetched.path)?;
             Ok(Source {

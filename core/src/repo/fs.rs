@@ -126,9 +126,14 @@ impl Backend for FsBackend {
         let current = read_opt(&path)?;
         match f(current.as_deref())? {
             None => Ok(false),
-            Some(bytes) => {
+            Some(write) => {
                 fsutil::create_dir_all_synced(path.parent().unwrap_or(&self.root))?;
-                fsutil::write_atomic(&path, &bytes)?;
+                fsutil::write_atomic(&path, &write.data)?;
+                for (key, data) in &write.then {
+                    let path = self.path(key);
+                    fsutil::create_dir_all_synced(path.parent().unwrap_or(&self.root))?;
+                    fsutil::write_atomic(&path, data)?;
+                }
                 Ok(true)
             }
         }

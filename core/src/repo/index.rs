@@ -19,6 +19,11 @@ pub struct ChannelIndex {
     /// Grows by one with every write; agents refuse to go backwards.
     pub sequence: u64,
     pub updated: jiff::Timestamp,
+    /// When agents that check signatures stop accepting this index; set on
+    /// every signed write (`packager publish --expires`, `packager resign`).
+    /// Absent from an unsigned index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<jiff::Timestamp>,
     pub releases: Vec<ReleaseEntry>,
 }
 
@@ -58,12 +63,27 @@ impl ChannelIndex {
             package: package.into(),
             sequence: 0,
             updated: jiff::Timestamp::UNIX_EPOCH,
+            expires: None,
             releases: Vec::new(),
         }
     }
 
     /// Parses and checks an index read from `channels/<channel>/<package>.json`.
     pub fn parse(bytes: &[u8], channel: &str, package: &str) -> Result<ChannelIndex, String> {
+        let index = Self::parse_unchecked_names(bytes)?;
+        if index.channel != channel || index.package != package {
+            return Err(format!(
+                "it says it is the index of `{}` in channel `{}`",
+                index.package, index.channel
+            ));
+        }
+        Ok(index)
+    }
+
+    /// Parses and checks an index without comparing the channel and package
+    /// it names with where it was found: for callers that report a
+    /// mismatch themselves.
+    pub fn parse_unchecked_names(bytes: &[u8]) -> Result<ChannelIndex, String> {
         let index: ChannelIndex = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         if index.format != INDEX_FORMAT {
             return Err(format!(
@@ -71,12 +91,8 @@ impl ChannelIndex {
                 index.format
             ));
         }
-        if index.channel != channel || index.package != package {
-            return Err(format!(
-                "it says it is the index of `{}` in channel `{}`",
-                index.package, index.channel
-            ));
-        }
+        name::check_channel(&index.channel).map_err(|e| e.to_string())?;
+        name::check_package_name(&index.package).map_err(|e| e.to_string())?;
         for r in &index.releases {
             name::check_version(&r.version).map_err(|e| e.to_string())?;
             if r.build == 0 || !is_sha256_hex(&r.sha256) {

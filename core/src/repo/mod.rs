@@ -5,6 +5,7 @@
 //! repo.toml                               channel policies
 //! blobs/sha256/<2 hex>/<64 hex>.tar.zst   artifacts, content-addressed, immutable
 //! channels/<channel>/<package>.json       a channel's index of one package
+//! channels/<channel>/<package>.json.minisig  its signature, when signed
 //! ```
 //!
 //! Readers need only GET. Writers go through a [`Backend`]: blobs are put
@@ -15,16 +16,22 @@
 mod config;
 mod fs;
 mod index;
+mod trust;
 
 use std::io::Read;
 
 pub use config::{ChannelPolicy, NEW_REPO_TOML, RepoConfig};
 pub use fs::FsBackend;
 pub use index::{ChannelIndex, INDEX_FORMAT, ReleaseEntry};
+pub use trust::{
+    DEFAULT_LIFETIME, IndexOrigin, IndexSigner, Lifetime, SIGNATURE_SUFFIX, TrustError,
+    verify_index,
+};
 
 use crate::digest::is_sha256_hex;
 use crate::fsutil::PathError;
 use crate::name::{self, InvalidName};
+use crate::sign::SignError;
 use crate::{Diagnose, Fault};
 
 /// The repository's policy file, which also marks a directory as a repository.
@@ -38,6 +45,11 @@ pub fn blob_key(sha256: &str) -> String {
 /// The key of a channel's index of one package.
 pub fn index_key(channel: &str, package: &str) -> String {
     format!("channels/{channel}/{package}.json")
+}
+
+/// The key of the signature of a channel's index of one package.
+pub fn signature_key(channel: &str, package: &str) -> String {
+    format!("{}{SIGNATURE_SUFFIX}", index_key(channel, package))
 }
 
 /// Why a repository operation failed.
@@ -73,11 +85,27 @@ pub enum RepoError {
         key: String,
         reason: String,
     },
+    #[error(
+        "the index of `{package}` in channel `{channel}` at `{repo}` is signed, and this write would leave it unsigned"
+    )]
+    SigningKeyNeeded {
+        repo: String,
+        channel: String,
+        package: String,
+    },
+    #[error("cannot sign the index of `{package}` in channel `{channel}`: {source}")]
+    Sign {
+        channel: String,
+        package: String,
+        #[source]
+        source: SignError,
+    },
 }
 
 impl Diagnose for RepoError {
     fn fault(&self) -> Fault {
         match self {
+            RepoError::Sign { source, .. } => source.fault(),
             RepoError::Io(_)
             | RepoError::Invalid { .. }
             | RepoError::Vanished { .. }
@@ -104,14 +132,27 @@ impl Diagnose for RepoError {
             RepoError::Invalid { .. } => Some(
                 "the repository was changed by hand or by another tool; restore the file from a backup or fix it".into(),
             ),
+            RepoError::SigningKeyNeeded { .. } => Some(
+                "pass `--sign-key FILE` (or set BERTH_SIGN_KEY) with the channel's secret key; to stop signing it on purpose, delete its `.minisig` first".into(),
+            ),
+            RepoError::Sign { source, .. } => source.hint(),
             _ => None,
         }
     }
 }
 
+/// What [`Backend::update`] writes: the object's new content, then other
+/// small objects that go with it (an index's signature), in order, while
+/// the update still excludes every other writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub data: Vec<u8>,
+    pub then: Vec<(String, Vec<u8>)>,
+}
+
 /// The read-modify-write step of [`Backend::update`]: current content in,
-/// new content (or `None` for no change) out.
-pub type UpdateFn<'a> = dyn FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>, RepoError> + 'a;
+/// what to write (or `None` for no change) out.
+pub type UpdateFn<'a> = dyn FnMut(Option<&[u8]>) -> Result<Option<Write>, RepoError> + 'a;
 
 /// Storage for a repository. Keys are `/`-separated paths from the root.
 pub trait Backend: Send + Sync + std::fmt::Debug {
@@ -129,7 +170,8 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Compare-and-swap of a small object: `f` sees the current content and
     /// returns the new one (`None` leaves it as it is). The write happens only
     /// if nobody else wrote in between; `f` may be called again to retry.
-    /// Returns whether it wrote.
+    /// The objects of [`Write::then`] are written after it, before any other
+    /// writer's update of the same key. Returns whether it wrote.
     fn update(&self, key: &str, f: &mut UpdateFn<'_>) -> Result<bool, RepoError>;
     /// Deletes an object; a missing one is not an error.
     fn delete(&self, key: &str) -> Result<(), RepoError>;
@@ -141,11 +183,19 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn lock(&self) -> Result<Box<dyn Send>, RepoError>;
 }
 
+/// An index's bytes as stored, and its signature's, if it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredIndex {
+    pub bytes: Vec<u8>,
+    pub signature: Option<Vec<u8>>,
+}
+
 /// A repository opened on a backend, with its policies read.
 #[derive(Debug)]
 pub struct Repository {
     backend: Box<dyn Backend>,
     config: RepoConfig,
+    signer: Option<IndexSigner>,
 }
 
 /// How a repository location was opened.
@@ -176,7 +226,38 @@ impl Repository {
                 });
             }
         };
-        Ok((Repository { backend, config }, created))
+        Ok((
+            Repository {
+                backend,
+                config,
+                signer: None,
+            },
+            created,
+        ))
+    }
+
+    /// Signs every index this repository writes from now on. Without a
+    /// signer, a write to an index that has a signature is refused.
+    pub fn set_signer(&mut self, signer: Option<IndexSigner>) {
+        self.signer = signer;
+    }
+
+    /// A channel's index of a package as stored, with its signature if it
+    /// has one: the bytes to verify. Read index first; a writer writes the
+    /// signature after the index, so a reader that races it may get a
+    /// signature of the previous index (and should read again).
+    pub fn index_bytes(
+        &self,
+        channel: &str,
+        package: &str,
+    ) -> Result<Option<StoredIndex>, RepoError> {
+        name::check_channel(channel)?;
+        name::check_package_name(package)?;
+        let Some(bytes) = self.backend.read(&index_key(channel, package))? else {
+            return Ok(None);
+        };
+        let signature = self.backend.read(&signature_key(channel, package))?;
+        Ok(Some(StoredIndex { bytes, signature }))
     }
 
     pub fn backend(&self) -> &dyn Backend {
@@ -242,8 +323,11 @@ impl Repository {
     /// the current index (a new empty one for a first publish) and returns
     /// whether it changed it; a changed index gets the next sequence number
     /// and is written only if no other writer got in first, else `f` runs
-    /// again on the newer index. Returns the index as written (or as found,
-    /// when `f` changed nothing) and whether it was written.
+    /// again on the newer index. With a signer the index gets a new expiry
+    /// and its signature is written after it; without one, an index that
+    /// has a signature is not written ([`RepoError::SigningKeyNeeded`]).
+    /// Returns the index as written (or as found, when `f` changed nothing)
+    /// and whether it was written.
     pub fn update_index<E: From<RepoError>>(
         &self,
         channel: &str,
@@ -269,16 +353,16 @@ impl Repository {
                     return Err(RepoError::Aborted);
                 }
             };
-            let bytes = if changed {
+            let write = if changed {
                 index.sequence += 1;
                 index.updated = jiff::Timestamp::now();
                 index.sort();
-                Some(index.to_json())
+                Some(self.signed_write(&mut index)?)
             } else {
                 None
             };
             result = Some(index);
-            Ok(bytes)
+            Ok(write)
         });
         if let Some(e) = refused {
             return Err(e);
@@ -286,6 +370,41 @@ impl Repository {
         let wrote = wrote?;
         let index = result.expect("update calls its closure at least once");
         Ok((index, wrote))
+    }
+
+    /// The bytes of a changed index, and its signature when signing.
+    fn signed_write(&self, index: &mut ChannelIndex) -> Result<Write, RepoError> {
+        let sig_key = signature_key(&index.channel, &index.package);
+        match &self.signer {
+            Some(signer) => {
+                let (data, signature) =
+                    signer
+                        .sign(index, index.updated)
+                        .map_err(|source| RepoError::Sign {
+                            channel: index.channel.clone(),
+                            package: index.package.clone(),
+                            source,
+                        })?;
+                Ok(Write {
+                    data,
+                    then: vec![(sig_key, signature)],
+                })
+            }
+            None => {
+                if self.backend.size(&sig_key)?.is_some() {
+                    return Err(RepoError::SigningKeyNeeded {
+                        repo: self.location(),
+                        channel: index.channel.clone(),
+                        package: index.package.clone(),
+                    });
+                }
+                index.expires = None;
+                Ok(Write {
+                    data: index.to_json(),
+                    then: Vec::new(),
+                })
+            }
+        }
     }
 
     /// Every channel's entry for one release, sorted by channel.

@@ -6,9 +6,10 @@
 use std::collections::HashSet;
 
 use berth_core::name;
-use berth_core::repo::{ChannelIndex, Open, Repository, blob_key};
+use berth_core::repo::{ChannelIndex, blob_key};
 
 use crate::Error;
+use crate::ops::sign::SignOptions;
 
 #[derive(Debug, Clone)]
 pub struct GcOptions {
@@ -16,6 +17,7 @@ pub struct GcOptions {
     /// Releases per package and channel to keep; overrides repo.toml.
     pub keep: Option<u32>,
     pub dry_run: bool,
+    pub sign: SignOptions,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -54,7 +56,7 @@ pub fn retention(index: &ChannelIndex, keep: u32) -> Vec<(String, u64)> {
 }
 
 pub fn gc(opts: &GcOptions) -> Result<GcReport, Error> {
-    let (repo, _) = Repository::open(&opts.repo, Open::Existing)?;
+    let repo = opts.sign.open(&opts.repo)?;
     let mut report = GcReport {
         repository: repo.location(),
         dry_run: opts.dry_run,

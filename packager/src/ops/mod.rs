@@ -6,5 +6,6 @@ pub mod init;
 pub mod promote;
 pub mod publish;
 pub mod query;
+pub mod sign;
 pub mod verify;
 pub mod yank;

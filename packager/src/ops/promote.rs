@@ -2,11 +2,10 @@
 //! another. No rebuild, no upload: what reaches the next channel is byte for
 //! byte what the previous one tested.
 
-use berth_core::name::{self, ReleaseId};
-use berth_core::repo::{Open, Repository};
-
 use crate::Error;
 use crate::ops::publish::already_there;
+use crate::ops::sign::SignOptions;
+use berth_core::name::{self, ReleaseId};
 
 #[derive(Debug, Clone)]
 pub struct PromoteOptions {
@@ -14,6 +13,7 @@ pub struct PromoteOptions {
     pub from: String,
     pub to: String,
     pub repo: String,
+    pub sign: SignOptions,
 }
 
 #[derive(Debug, Clone)]
@@ -33,7 +33,7 @@ pub fn promote(opts: &PromoteOptions) -> Result<PromoteReport, Error> {
     if opts.from == opts.to {
         return Err(Error::SameChannel(opts.from.clone()));
     }
-    let (repo, _) = Repository::open(&opts.repo, Open::Existing)?;
+    let repo = opts.sign.open(&opts.repo)?;
     let release = &opts.release;
     let not_in = || Error::NotInChannel {
         release: release.clone(),

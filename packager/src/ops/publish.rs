@@ -9,6 +9,7 @@ use berth_core::progress::{Progress, ProgressReader};
 use berth_core::repo::{ChannelIndex, Open, ReleaseEntry, RepoConfig, RepoError, Repository};
 
 use crate::Error;
+use crate::ops::sign::SignOptions;
 use crate::ops::verify::{open_artifact, verify};
 
 #[derive(Debug, Clone)]
@@ -16,6 +17,7 @@ pub struct PublishOptions {
     pub artifact: PathBuf,
     pub repo: String,
     pub channel: String,
+    pub sign: SignOptions,
 }
 
 #[derive(Debug, Clone)]
@@ -35,6 +37,7 @@ pub struct PublishReport {
 
 pub fn publish(opts: &PublishOptions, progress: &dyn Progress) -> Result<PublishReport, Error> {
     name::check_channel(&opts.channel)?;
+    let signer = opts.sign.signer()?;
     let verified = verify(&opts.artifact, progress)?;
     let release = verified.manifest.release();
 
@@ -58,10 +61,11 @@ pub fn publish(opts: &PublishOptions, progress: &dyn Progress) -> Result<Publish
     if let Some(repo) = &existing {
         check_immutable(repo, &release, &verified.sha256)?;
     }
-    let (repo, created) = match existing {
+    let (mut repo, created) = match existing {
         Some(repo) => (repo, false),
         None => Repository::open(&opts.repo, Open::CreateIfMissing)?,
     };
+    repo.set_signer(signer);
 
     let mut blob_written = false;
     // A blob can vanish between upload and index update only if a gc ran in

@@ -2,10 +2,9 @@
 //! entry and its blob stay, for history and for nodes that run it), or
 //! with `undo` clears the mark.
 
-use berth_core::name::{self, ReleaseId};
-use berth_core::repo::{Open, Repository};
-
 use crate::Error;
+use crate::ops::sign::SignOptions;
+use berth_core::name::{self, ReleaseId};
 
 #[derive(Debug, Clone)]
 pub struct YankOptions {
@@ -13,6 +12,7 @@ pub struct YankOptions {
     pub channel: String,
     pub repo: String,
     pub undo: bool,
+    pub sign: SignOptions,
 }
 
 #[derive(Debug, Clone)]
@@ -27,7 +27,7 @@ pub struct YankReport {
 
 pub fn yank(opts: &YankOptions) -> Result<YankReport, Error> {
     name::check_channel(&opts.channel)?;
-    let (repo, _) = Repository::open(&opts.repo, Open::Existing)?;
+    let repo = opts.sign.open(&opts.repo)?;
     let release = &opts.release;
     let not_in = || Error::NotInChannel {
         release: release.clone(),

@@ -1,0 +1,233 @@
+//! Which channel indexes the node believes. With trusted keys (agent.toml's
+//! `trusted_keys`, or `--trusted-key`), an index is used only when it is
+//! signed by one of them, names the channel and package asked for, has not
+//! expired, and its sequence is not below the highest this node accepted
+//! for that channel and package (kept in the state database). Without
+//! keys the repository is unauthenticated, and the agent says so once per
+//! run.
+//!
+//! Reading an index and its signature is two reads; a publisher writes the
+//! signature right after the index, so a reader that runs between the two
+//! sees a signature of the previous index. A signature that does not match
+//! is therefore read again (a few times, briefly) while either file is
+//! changing; one that does not match bytes that stay put is refused.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use berth_core::repo::{ChannelIndex, IndexOrigin, Repository, TrustError, verify_index};
+use berth_core::sign::{PublicKey, SignError};
+
+use crate::node::Node;
+use crate::resolve::{IndexSource, ResolveError};
+use crate::store::{Store, StoreError};
+
+/// Reads of an index whose signature did not match, while it changed.
+const RACE_RETRIES: u32 = 5;
+const RACE_PAUSE: Duration = Duration::from_millis(100);
+/// An accepted index that expires sooner than this is worth a warning: the
+/// publisher's `packager resign` is late.
+const EXPIRY_WARNING: jiff::SignedDuration = jiff::SignedDuration::from_hours(3 * 24);
+
+static WARNED_UNAUTHENTICATED: AtomicBool = AtomicBool::new(false);
+
+/// The node's trusted keys: empty means the repository is unauthenticated.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    keys: Vec<PublicKey>,
+}
+
+/// A trusted key that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("trusted key `{}` cannot be used: {source}", path.display())]
+pub struct KeyError {
+    pub path: PathBuf,
+    #[source]
+    pub source: SignError,
+}
+
+impl Trust {
+    /// agent.toml's `trusted_keys` (paths on the node, under `--root`)
+    /// and the `--trusted-key` files.
+    pub fn load(node: &Node) -> Result<Trust, KeyError> {
+        let from_config = node
+            .config
+            .trusted_keys
+            .iter()
+            .map(|p| node.layout.path(&p.display().to_string()));
+        let from_flags = node.options.trusted_keys.iter().cloned();
+        let mut keys: Vec<PublicKey> = Vec::new();
+        for path in from_config.chain(from_flags) {
+            let key = PublicKey::read(&path).map_err(|source| KeyError {
+                path: path.clone(),
+                source,
+            })?;
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        Ok(Trust { keys })
+    }
+
+    pub fn is_authenticated(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    #[cfg(test)]
+    pub fn with_keys(keys: Vec<PublicKey>) -> Trust {
+        Trust { keys }
+    }
+}
+
+/// Reads indexes from a repository the way the node's trust says, and
+/// remembers the sequences of the signed ones it accepted.
+#[derive(Debug)]
+pub struct IndexReader<'a> {
+    repo: &'a Repository,
+    trust: &'a Trust,
+    /// The highest sequence accepted before, per (channel, package).
+    highest: HashMap<(String, String), u64>,
+    accepted: std::cell::RefCell<Vec<Accepted>>,
+}
+
+/// A signed index that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub channel: String,
+    pub package: String,
+    pub sequence: u64,
+}
+
+impl<'a> IndexReader<'a> {
+    /// `store` is the node's state, when it has one yet: the sequences it
+    /// accepted before.
+    pub fn new(
+        repo: &'a Repository,
+        trust: &'a Trust,
+        store: Option<&Store>,
+        package: &str,
+        channels: &[String],
+    ) -> Result<IndexReader<'a>, StoreError> {
+        let mut highest = HashMap::new();
+        if let Some(store) = store {
+            for channel in channels {
+                if let Some(seq) = store.channel_sequence(channel, package)? {
+                    highest.insert((channel.clone(), package.to_owned()), seq);
+                }
+            }
+        }
+        if !trust.is_authenticated() && !WARNED_UNAUTHENTICATED.swap(true, Ordering::Relaxed) {
+            berth_cli::warn(&format!(
+                "the repository `{}` is not authenticated: this node has no trusted_keys, so it cannot tell a forged or replayed index from a real one (docs/trust.md)",
+                repo.location()
+            ));
+        }
+        Ok(IndexReader {
+            repo,
+            trust,
+            highest,
+            accepted: Default::default(),
+        })
+    }
+
+    /// The signed indexes accepted so far.
+    pub fn accepted(&self) -> Vec<Accepted> {
+        self.accepted.borrow().clone()
+    }
+
+    fn verified(&self, channel: &str, package: &str) -> Result<Option<ChannelIndex>, ResolveError> {
+        let location = self.repo.location();
+        let origin = IndexOrigin {
+            repo: &location,
+            channel,
+            package,
+        };
+        let highest = self
+            .highest
+            .get(&(channel.to_owned(), package.to_owned()))
+            .copied();
+        let mut last = None;
+        for attempt in 0..=RACE_RETRIES {
+            let Some(stored) = self.repo.index_bytes(channel, package)? else {
+                return Ok(None);
+            };
+            let now = jiff::Timestamp::now();
+            match verify_index(
+                &self.trust.keys,
+                origin,
+                &stored.bytes,
+                stored.signature.as_deref(),
+                now,
+                highest,
+            ) {
+                Ok(index) => {
+                    if let Some(expires) = index.expires
+                        && expires.duration_since(now) < EXPIRY_WARNING
+                    {
+                        berth_cli::warn(&format!(
+                            "the index of `{package}` in channel `{channel}` expires at {expires}; after that this node refuses it: the publisher should run `packager resign`"
+                        ));
+                    }
+                    self.accepted.borrow_mut().push(Accepted {
+                        channel: channel.to_owned(),
+                        package: package.to_owned(),
+                        sequence: index.sequence,
+                    });
+                    return Ok(Some(index));
+                }
+                Err(TrustError::Signature { source, .. })
+                    if matches!(*source, SignError::BadSignature { .. })
+                        && attempt < RACE_RETRIES
+                        && last.as_ref() != Some(&stored) =>
+                {
+                    last = Some(stored);
+                    std::thread::sleep(RACE_PAUSE);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+}
+
+impl IndexSource for IndexReader<'_> {
+    fn index(&self, channel: &str, package: &str) -> Result<Option<ChannelIndex>, ResolveError> {
+        if self.trust.is_authenticated() {
+            self.verified(channel, package)
+        } else {
+            Ok(self.repo.index(channel, package)?)
+        }
+    }
+}
+
+/// Records the sequences of `accepted` indexes under the node lock,
+/// refusing one that another run of the agent has meanwhile gone past.
+pub fn record(
+    store: &mut Store,
+    accepted: &[Accepted],
+    repo: &str,
+) -> Result<(), crate::error::Error> {
+    for a in accepted {
+        if let Some(highest) = store.channel_sequence(&a.channel, &a.package)?
+            && a.sequence < highest
+        {
+            return Err(TrustError::Rollback {
+                repo: repo.to_owned(),
+                channel: a.channel.clone(),
+                package: a.package.clone(),
+                sequence: a.sequence,
+                highest,
+            }
+            .into());
+        }
+    }
+    store.write(|w| {
+        for a in accepted {
+            w.accept_channel_sequence(&a.channel, &a.package, a.sequence)?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
