@@ -139,7 +139,7 @@ impl Diagnose for Error {
             Error::Unpack(e) => e.fault(),
             Error::Resolve(ResolveError::Repo(e)) => e.fault(),
             Error::Resolve(ResolveError::Trust(e)) | Error::Trust(e) => e.fault(),
-            Error::TrustedKey(e) => e.source.fault(),
+            Error::TrustedKey(_) => Fault::Input,
             Error::Artifact { source, .. } => source.fault(),
             Error::Fetch(FetchError::Repo(e)) => e.fault(),
             Error::Fetch(_)

@@ -23,6 +23,7 @@ mod progress;
 mod publish;
 mod quickstart;
 mod repo_support;
+mod trust;
 mod verify;
 
 #[test]

@@ -85,10 +85,16 @@ pub fn install(
     let _lock = node.lock(&format!("install {label}"))?;
     let mut store = node.store()?;
     txn::recover(node, &mut store)?;
-    if let Located::Repo { repo, accepted, .. } = &located {
-        trust::record(&mut store, accepted, &repo.location())?;
-    }
+    // The floor rises once the artifact the index names is in hand: an
+    // artifact refused (too large, wrong digest) leaves the state as it was.
+    let accepted = match &located {
+        Located::Repo { repo, accepted, .. } => Some((repo.location(), accepted.clone())),
+        Located::File { .. } => None,
+    };
     let source = obtain(node, located, progress)?;
+    if let Some((repo, accepted)) = accepted {
+        trust::record(&mut store, &accepted, &repo)?;
+    }
     let release = source.manifest.release();
     let package = release.name.clone();
     let target = node.layout.path(&source.manifest.install.target);

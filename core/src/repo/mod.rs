@@ -372,6 +372,24 @@ impl Repository {
         Ok((index, wrote))
     }
 
+    /// Refuses early what [`Repository::update_index`] would refuse for
+    /// lack of a signer, before a command uploads anything.
+    pub fn check_signing(&self, channel: &str, package: &str) -> Result<(), RepoError> {
+        if self.signer.is_none()
+            && self
+                .backend
+                .size(&signature_key(channel, package))?
+                .is_some()
+        {
+            return Err(RepoError::SigningKeyNeeded {
+                repo: self.location(),
+                channel: channel.to_owned(),
+                package: package.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// The bytes of a changed index, and its signature when signing.
     fn signed_write(&self, index: &mut ChannelIndex) -> Result<Write, RepoError> {
         let sig_key = signature_key(&index.channel, &index.package);

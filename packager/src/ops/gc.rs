@@ -65,6 +65,15 @@ pub fn gc(opts: &GcOptions) -> Result<GcReport, Error> {
     // In a dry run the drops are only remembered, so the sweep must not count
     // the dropped entries as references.
     let mut dropped_refs: HashSet<(String, String, String, u64)> = HashSet::new();
+    // A signed index gc would rewrite without a key stops it before any
+    // index is touched.
+    if !opts.dry_run {
+        for (channel, package) in repo.indexes()? {
+            if opts.keep.or(repo.config().policy(&channel).keep).is_some() {
+                repo.check_signing(&channel, &package)?;
+            }
+        }
+    }
     for (channel, package) in repo.indexes()? {
         let Some(keep) = opts.keep.or(repo.config().policy(&channel).keep) else {
             continue;

@@ -66,6 +66,7 @@ pub fn publish(opts: &PublishOptions, progress: &dyn Progress) -> Result<Publish
         None => Repository::open(&opts.repo, Open::CreateIfMissing)?,
     };
     repo.set_signer(signer);
+    repo.check_signing(&opts.channel, &release.name)?;
 
     let mut blob_written = false;
     // A blob can vanish between upload and index update only if a gc ran in

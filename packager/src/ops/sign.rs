@@ -77,6 +77,9 @@ pub fn keygen(opts: &KeygenOptions) -> Result<KeygenReport, Error> {
         (None, false) => return Err(Error::KeygenNoPassword),
         (p, _) => p.as_deref(),
     };
+    if let Some(dir) = opts.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        berth_core::fsutil::create_dir_all_synced(dir)?;
+    }
     let pair = KeyPair::generate(password)?;
     let (secret_key, public_key) = pair.write(&opts.out)?;
     Ok(KeygenReport {
