@@ -46,6 +46,8 @@ pub enum Error {
     HookNotExecutable { hook: &'static str, path: PathBuf },
     #[error("payload entry `{path}` is refused: {reason}")]
     PayloadEntry { path: String, reason: String },
+    #[error("payload entry `{path}` is refused: {reason}")]
+    SpecialMode { path: String, reason: String },
     #[error("payload symlink `{path}` -> `{target}` leaves the payload: {reason}")]
     EscapingSymlink {
         path: String,
@@ -156,6 +158,9 @@ impl Diagnose for Error {
             Error::PayloadEntry { .. } => {
                 "remove it from the payload; an artifact holds only files, directories and symlinks that stay inside it".into()
             }
+            Error::SpecialMode { path, .. } => format!(
+                "clear the bits (`chmod ug-s,o-tw` on it), or, if the package needs them, allow the path in package.toml: [install] allow_special_modes = [\"{path}\"]"
+            ),
             Error::EscapingSymlink { .. } => {
                 "make the symlink relative and pointing inside the payload (e.g. `ln -s ../lib/x`), or copy the file it points to".into()
             }
