@@ -450,7 +450,7 @@ pub enum ArchiveError {
     Corrupt(io::Error),
     #[error("the artifact is empty")]
     Empty,
-    #[error("the first entry is `{0}`, but an artifact starts with `{MANIFEST_PATH}`")]
+    #[error("the first entry is `{}`, but an artifact starts with `{MANIFEST_PATH}`", rules::printable(.0))]
     ManifestNotFirst(String),
     #[error(
         "`{MANIFEST_PATH}` is {0} bytes, more than the {MAX_MANIFEST_BYTES} a manifest may have"
@@ -458,10 +458,13 @@ pub enum ArchiveError {
     ManifestTooLarge(u64),
     #[error("`{MANIFEST_PATH}` is invalid: {0}")]
     Manifest(#[from] ManifestError),
-    #[error("entry `{path}` is refused: {rule}")]
+    #[error("entry `{}` is refused: {rule}", rules::printable(path))]
     Refused { path: String, rule: String },
     #[error(
-        "entry `{path}` differs from the manifest: {what} is {actual}, the manifest says {expected}"
+        "entry `{}` differs from the manifest: {what} is {}, the manifest says {}",
+        rules::printable(path),
+        rules::printable(actual),
+        rules::printable(expected)
     )]
     Mismatch {
         path: String,
@@ -469,7 +472,10 @@ pub enum ArchiveError {
         expected: String,
         actual: String,
     },
-    #[error("`{path}` is in the manifest but not in the artifact")]
+    #[error(
+        "`{}` is in the manifest but not in the artifact",
+        rules::printable(path)
+    )]
     Missing { path: String },
     #[error(
         "after the end of the tar archive come {0} bytes or more that are not zero padding of at most {MAX_TRAILING_BYTES} bytes"
@@ -632,6 +638,19 @@ fn read_entries<R: Read>(
             rule: rule.to_owned(),
         };
         let kind = entry.header().entry_type();
+        // Refused by type before anything else, so that a device or a
+        // fifo is called what it is wherever it is and whatever the
+        // manifest lists.
+        let actual_kind = match kind {
+            tar::EntryType::Regular => "file",
+            tar::EntryType::Directory => "dir",
+            tar::EntryType::Symlink => "symlink",
+            tar::EntryType::Link => return Err(refused(rules::HARD_LINK)),
+            tar::EntryType::Char | tar::EntryType::Block => return Err(refused(rules::DEVICE)),
+            tar::EntryType::Fifo => return Err(refused(rules::FIFO)),
+            tar::EntryType::GNUSparse => return Err(refused(rules::SPARSE)),
+            _ => return Err(refused(rules::OTHER_TYPE)),
+        };
         // Only regular files carry data. Data behind any other header
         // would be decompressed unchecked just to be skipped: a place to
         // hide a decompression bomb or smuggled bytes.
@@ -663,18 +682,6 @@ fn read_entries<R: Read>(
         if !seen.insert(path.clone()) {
             return Err(refused("it appears twice in the artifact"));
         }
-        // Refused by type before anything else, so that a device or a
-        // fifo is called what it is even where the manifest lists a file.
-        let actual_kind = match kind {
-            tar::EntryType::Regular => "file",
-            tar::EntryType::Directory => "dir",
-            tar::EntryType::Symlink => "symlink",
-            tar::EntryType::Link => return Err(refused(rules::HARD_LINK)),
-            tar::EntryType::Char | tar::EntryType::Block => return Err(refused(rules::DEVICE)),
-            tar::EntryType::Fifo => return Err(refused(rules::FIFO)),
-            tar::EntryType::GNUSparse => return Err(refused(rules::SPARSE)),
-            _ => return Err(refused(rules::OTHER_TYPE)),
-        };
         let expected = if section == HOOKS_DIR {
             if in_files {
                 return Err(refused("hooks must come before `files/`"));

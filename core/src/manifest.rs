@@ -308,7 +308,11 @@ pub enum ManifestError {
         "the manifest's hook `{name}` is `{path}`, expected `{HOOKS_DIR}/{name}` listed in [hook_files]"
     )]
     Hook { name: String, path: String },
-    #[error("the manifest lists `{path}`: {reason}")]
+    #[error(
+        "the manifest lists `{}`: {}",
+        rules::printable(path),
+        rules::printable(reason)
+    )]
     Entry { path: String, reason: String },
 }
 

@@ -59,3 +59,21 @@ pub fn check_mode(path: &str, mode: Mode, allowed: &[String]) -> Result<(), Stri
 pub fn nfc_collision(other: &str) -> String {
     format!("its name and `{other}`'s are the same once Unicode-normalized (NFC)")
 }
+
+/// `name` as it may be printed: control characters (a NUL, a newline, a
+/// terminal escape) written as Rust escapes, so a hostile name can neither
+/// hide its tail nor drive the terminal. Everything else as it is.
+pub fn printable(name: &str) -> std::borrow::Cow<'_, str> {
+    if !name.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}

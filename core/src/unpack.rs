@@ -161,16 +161,19 @@ pub enum UnpackError {
     Archive(#[from] ArchiveError),
     #[error(transparent)]
     Io(#[from] PathError),
-    #[error("entry `{entry}` goes past the {limit} limit: {actual}, at most {max} allowed")]
+    #[error(
+        "entry `{}` goes past the {limit} limit: {actual}, at most {max} allowed",
+        rules::printable(entry)
+    )]
     Limit {
         entry: String,
         limit: Limit,
         actual: u64,
         max: u64,
     },
-    #[error("entry `{entry}` is refused: {rule}")]
+    #[error("entry `{}` is refused: {rule}", rules::printable(entry))]
     SpecialMode { entry: String, rule: String },
-    #[error("entry `{entry}` is refused: {rule}")]
+    #[error("entry `{}` is refused: {rule}", rules::printable(entry))]
     Refused { entry: String, rule: &'static str },
     #[error("{error}; and the staging directory `{}` could not be removed: {cleanup}", staging.display())]
     Cleanup {

@@ -8,6 +8,7 @@ use berth_core::fsutil::PathError;
 use berth_core::name::{InvalidName, ReleaseId};
 use berth_core::package::PackageFileError;
 use berth_core::repo::RepoError;
+use berth_core::rules;
 use berth_core::{Diagnose, Fault};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +45,9 @@ pub enum Error {
     HookNotFile { hook: &'static str, path: PathBuf },
     #[error("hook `{hook}` is `{}`, which is not executable", path.display())]
     HookNotExecutable { hook: &'static str, path: PathBuf },
-    #[error("payload entry `{path}` is refused: {reason}")]
+    #[error("payload entry `{}` is refused: {reason}", rules::printable(path))]
     PayloadEntry { path: String, reason: String },
-    #[error("payload entry `{path}` is refused: {reason}")]
+    #[error("payload entry `{}` is refused: {reason}", rules::printable(path))]
     SpecialMode { path: String, reason: String },
     #[error("payload symlink `{path}` -> `{target}` leaves the payload: {reason}")]
     EscapingSymlink {
