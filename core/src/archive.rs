@@ -9,11 +9,13 @@
 //! each against the manifest before and after handing its bytes to a
 //! [`Visitor`]; it never trusts the archive to say where anything goes.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::{Arc, mpsc};
 
 use sha2::{Digest, Sha256};
@@ -24,6 +26,7 @@ use crate::manifest::{
     check_symlink_target,
 };
 use crate::progress::Progress;
+use crate::rules;
 use crate::{Diagnose, Fault};
 
 /// The zstd level artifacts are written at: the `zstd` CLI's default.
@@ -40,6 +43,13 @@ pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 /// The most bytes a reader accepts after tar's end-of-archive blocks (they
 /// must be zero padding: GNU tar pads to 10 KiB records).
 pub const MAX_TRAILING_BYTES: u64 = 1 << 20;
+/// The longest GNU long name or long link name a reader accepts: a
+/// payload path is at most 4096 bytes (`unpack::Limits`), plus `files/`,
+/// a trailing `/` and a NUL, with room to spare.
+pub const MAX_LONG_NAME_BYTES: u64 = 4096 + 512;
+/// The largest PAX extended header a reader accepts (`pack` writes none;
+/// other tars write one for a long name or a large file).
+pub const MAX_PAX_BYTES: u64 = 64 << 10;
 /// The largest zstd window a reader accepts, as a power of two: 16 MiB,
 /// above what `zstd -19` uses and what [`pack`] writes (2 MiB), so a
 /// decoder never needs more memory than that for its window.
@@ -440,7 +450,7 @@ pub enum ArchiveError {
     Corrupt(io::Error),
     #[error("the artifact is empty")]
     Empty,
-    #[error("the first entry is `{0}`, but an artifact starts with `{MANIFEST_PATH}`")]
+    #[error("the first entry is `{}`, but an artifact starts with `{MANIFEST_PATH}`", rules::printable(.0))]
     ManifestNotFirst(String),
     #[error(
         "`{MANIFEST_PATH}` is {0} bytes, more than the {MAX_MANIFEST_BYTES} a manifest may have"
@@ -448,10 +458,13 @@ pub enum ArchiveError {
     ManifestTooLarge(u64),
     #[error("`{MANIFEST_PATH}` is invalid: {0}")]
     Manifest(#[from] ManifestError),
-    #[error("entry `{path}` is refused: {rule}")]
+    #[error("entry `{}` is refused: {rule}", rules::printable(path))]
     Refused { path: String, rule: String },
     #[error(
-        "entry `{path}` differs from the manifest: {what} is {actual}, the manifest says {expected}"
+        "entry `{}` differs from the manifest: {what} is {}, the manifest says {}",
+        rules::printable(path),
+        rules::printable(actual),
+        rules::printable(expected)
     )]
     Mismatch {
         path: String,
@@ -459,12 +472,20 @@ pub enum ArchiveError {
         expected: String,
         actual: String,
     },
-    #[error("`{path}` is in the manifest but not in the artifact")]
+    #[error(
+        "`{}` is in the manifest but not in the artifact",
+        rules::printable(path)
+    )]
     Missing { path: String },
     #[error(
         "after the end of the tar archive come {0} bytes or more that are not zero padding of at most {MAX_TRAILING_BYTES} bytes"
     )]
     TrailingData(u64),
+    #[error(
+        "the artifact's zstd stream needs a window larger than the {} MiB a reader allows",
+        (1u64 << MAX_WINDOW_LOG) >> 20
+    )]
+    Window,
     #[error("{0}")]
     Visitor(io::Error),
 }
@@ -518,27 +539,30 @@ impl Visitor for CheckOnly {}
 /// path, type, size, mode and digest against the manifest, and that nothing
 /// is missing or extra. Returns the manifest.
 pub fn read<R: Read>(input: R, visitor: &mut dyn Visitor) -> Result<Manifest, ArchiveError> {
-    let decoder = decoder(input)?;
-    let mut archive = tar::Archive::new(decoder);
-    let checked = read_entries(&mut archive, visitor);
+    let (mut archive, last) = open(input)?;
+    let checked = Members::new(&mut archive, last).and_then(|mut m| read_entries(&mut m, visitor));
     // Read to the end of the zstd stream: it checks the frame checksum and
     // finds anything appended after the tar archive. A damaged stream shows
     // up first as whatever it garbled (a manifest that does not parse, a
     // digest that differs), so on such an error the checksum decides whether
     // to call it corruption. A visitor's own failure (a full disk) is not
-    // the stream's fault and is reported as it is.
+    // the stream's fault and is reported as it is, and so is an error that
+    // already says where the stream broke.
     // At most MAX_TRAILING_BYTES more are read, so a stream of zeros
     // after the archive cannot keep the reader busy.
-    let mut rest = archive.into_inner().take(MAX_TRAILING_BYTES + 1);
+    let mut rest = archive.into_inner().inner.take(MAX_TRAILING_BYTES + 1);
     let trailing = match checked {
-        Err(ArchiveError::Visitor(e)) => return Err(ArchiveError::Visitor(e)),
+        Err(e @ (ArchiveError::Visitor(_) | ArchiveError::Corrupt(_) | ArchiveError::Window)) => {
+            return Err(e);
+        }
         Err(e) => {
             return Err(match drain(&mut rest) {
-                Err(io) => ArchiveError::Corrupt(io),
+                Err(io) => stream_error(io, None),
                 Ok(_) => e,
             });
         }
-        Ok(_) => drain(&mut rest).map_err(ArchiveError::Corrupt)?,
+        Ok(_) => drain(&mut rest)
+            .map_err(|e| stream_error(e, Some("after the end of the tar archive")))?,
     };
     if trailing.non_zero > 0 || trailing.total > MAX_TRAILING_BYTES {
         return Err(ArchiveError::TrailingData(trailing.total));
@@ -547,15 +571,20 @@ pub fn read<R: Read>(input: R, visitor: &mut dyn Visitor) -> Result<Manifest, Ar
 }
 
 /// A zstd decoder for artifacts, with the window capped.
-fn decoder<'a, R: Read>(
-    input: R,
-) -> Result<zstd::stream::read::Decoder<'a, io::BufReader<R>>, ArchiveError> {
+fn decoder<R: Read>(input: R) -> Result<Decoder<R>, ArchiveError> {
     let mut decoder = zstd::stream::read::Decoder::new(input).map_err(ArchiveError::Corrupt)?;
     decoder
         .window_log_max(MAX_WINDOW_LOG)
         .map_err(ArchiveError::Corrupt)?;
     Ok(decoder)
 }
+
+/// The zstd decoder of an artifact read from `R`.
+type Decoder<R> = zstd::stream::read::Decoder<'static, io::BufReader<R>>;
+/// The tar reader over it.
+type Tar<R> = tar::Archive<LastBlock<Decoder<R>>>;
+/// The last block a [`LastBlock`] read, shared with its [`Members`].
+type Shared = Rc<RefCell<[u8; 512]>>;
 
 /// What followed the tar archive.
 struct Trailing {
@@ -585,203 +614,498 @@ fn drain(rest: &mut impl Read) -> io::Result<Trailing> {
 }
 
 fn read_entries<R: Read>(
-    archive: &mut tar::Archive<R>,
+    members: &mut Members<'_, R>,
     visitor: &mut dyn Visitor,
 ) -> Result<Manifest, ArchiveError> {
-    let manifest = {
-        let mut entries = archive.entries().map_err(ArchiveError::Corrupt)?;
-        let mut first = match entries.next() {
-            None => return Err(ArchiveError::Empty),
-            Some(e) => e.map_err(ArchiveError::Corrupt)?,
-        };
-        let manifest = read_manifest_entry(&mut first)?;
-        drop(first);
-        visitor.manifest(&manifest).map_err(ArchiveError::Visitor)?;
+    let mut first = match members.next()? {
+        None => return Err(ArchiveError::Empty),
+        Some(m) => m,
+    };
+    let manifest = read_manifest_entry(&mut first)?;
+    drop(first);
+    visitor.manifest(&manifest).map_err(ArchiveError::Visitor)?;
 
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut in_files = false;
-        for entry in entries {
-            let mut entry = entry.map_err(ArchiveError::Corrupt)?;
-            let path = entry_path(&entry)?;
-            let refused = |rule: &str| ArchiveError::Refused {
-                path: path.clone(),
-                rule: rule.to_owned(),
-            };
-            let kind = entry.header().entry_type();
-            // Only regular files carry data. Data behind any other header
-            // would be decompressed unchecked just to be skipped: a place to
-            // hide a decompression bomb or smuggled bytes.
-            if kind != tar::EntryType::Regular && entry.size() != 0 {
-                return Err(refused("only regular files may carry data"));
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut in_files = false;
+    while let Some(member) = members.next()? {
+        let Member {
+            mut entry,
+            path,
+            link,
+        } = member;
+        let refused = |rule: &str| ArchiveError::Refused {
+            path: path.clone(),
+            rule: rule.to_owned(),
+        };
+        let kind = entry.header().entry_type();
+        // Refused by type before anything else, so that a device or a
+        // fifo is called what it is wherever it is and whatever the
+        // manifest lists.
+        let actual_kind = match kind {
+            tar::EntryType::Regular => "file",
+            tar::EntryType::Directory => "dir",
+            tar::EntryType::Symlink => "symlink",
+            tar::EntryType::Link => return Err(refused(rules::HARD_LINK)),
+            tar::EntryType::Char | tar::EntryType::Block => return Err(refused(rules::DEVICE)),
+            tar::EntryType::Fifo => return Err(refused(rules::FIFO)),
+            tar::EntryType::GNUSparse => return Err(refused(rules::SPARSE)),
+            _ => return Err(refused(rules::OTHER_TYPE)),
+        };
+        // Only regular files carry data. Data behind any other header
+        // would be decompressed unchecked just to be skipped: a place to
+        // hide a decompression bomb or smuggled bytes.
+        if kind != tar::EntryType::Regular && entry.size() != 0 {
+            return Err(refused("only regular files may carry data"));
+        }
+        if path == HOOKS_DIR || path == FILES_DIR {
+            if kind != tar::EntryType::Directory {
+                return Err(refused("it must be a directory"));
             }
-            if path == HOOKS_DIR || path == FILES_DIR {
-                if kind != tar::EntryType::Directory {
-                    return Err(refused("it must be a directory"));
-                }
-                if path == HOOKS_DIR && in_files {
-                    return Err(refused("`hooks/` must come before `files/`"));
-                }
-                if !seen.insert(path.clone()) {
-                    return Err(refused("it appears twice in the artifact"));
-                }
-                in_files |= path == FILES_DIR;
-                continue;
+            if path == HOOKS_DIR && in_files {
+                return Err(refused("`hooks/` must come before `files/`"));
             }
-            let (section, rel) = match path.split_once('/') {
-                Some((s, rel)) if s == HOOKS_DIR || s == FILES_DIR => (s, rel),
-                _ => {
-                    return Err(refused(
-                        "only `hooks/` and `files/` may follow the manifest",
-                    ));
-                }
-            };
-            check_entry_path(rel).map_err(refused)?;
             if !seen.insert(path.clone()) {
                 return Err(refused("it appears twice in the artifact"));
             }
-            let expected = if section == HOOKS_DIR {
-                if in_files {
-                    return Err(refused("hooks must come before `files/`"));
-                }
-                manifest.hook_files.get(rel)
-            } else {
-                in_files = true;
-                if let Some((parent, _)) = rel.rsplit_once('/')
-                    && !seen.contains(&format!("{FILES_DIR}/{parent}"))
-                {
-                    return Err(refused("its parent directory does not come before it"));
-                }
-                manifest.files.get(rel)
-            };
-            let Some(expected) = expected else {
-                return Err(refused("it is not listed in the manifest"));
-            };
-            let actual_kind = match kind {
-                tar::EntryType::Regular => "file",
-                tar::EntryType::Directory => "dir",
-                tar::EntryType::Symlink => "symlink",
-                tar::EntryType::Link => return Err(refused("hard links are not allowed")),
-                tar::EntryType::Char | tar::EntryType::Block => {
-                    return Err(refused("device nodes are not allowed"));
-                }
-                tar::EntryType::Fifo => return Err(refused("fifos are not allowed")),
-                tar::EntryType::GNUSparse => return Err(refused("sparse files are not allowed")),
-                _ => return Err(refused("only files, directories and symlinks are allowed")),
-            };
-            let mismatch = |what, expected: String, actual: String| ArchiveError::Mismatch {
-                path: path.clone(),
-                what,
-                expected,
-                actual,
-            };
-            if actual_kind != expected.kind() {
-                return Err(mismatch("type", expected.kind().into(), actual_kind.into()));
+            in_files |= path == FILES_DIR;
+            continue;
+        }
+        let (section, rel) = match path.split_once('/') {
+            Some((s, rel)) if s == HOOKS_DIR || s == FILES_DIR => (s, rel),
+            _ => {
+                return Err(refused(
+                    "only `hooks/` and `files/` may follow the manifest",
+                ));
             }
-            let mode = Mode(entry.header().mode().map_err(ArchiveError::Corrupt)? & 0o7777);
-            match expected {
-                Entry::File {
-                    sha256,
-                    size,
-                    mode: want,
-                } => {
-                    if entry.size() != *size {
-                        return Err(mismatch("size", size.to_string(), entry.size().to_string()));
-                    }
-                    if mode != *want {
-                        return Err(mismatch("mode", want.to_string(), mode.to_string()));
-                    }
-                    let mut data = HashingReader::new(&mut entry);
-                    if section == HOOKS_DIR {
-                        visitor.hook(rel, expected, &mut data)
-                    } else {
-                        visitor.payload(rel, expected, &mut data)
-                    }
+        };
+        check_entry_path(rel).map_err(refused)?;
+        if !seen.insert(path.clone()) {
+            return Err(refused("it appears twice in the artifact"));
+        }
+        let expected = if section == HOOKS_DIR {
+            if in_files {
+                return Err(refused("hooks must come before `files/`"));
+            }
+            manifest.hook_files.get(rel)
+        } else {
+            in_files = true;
+            if let Some((parent, _)) = rel.rsplit_once('/')
+                && !seen.contains(&format!("{FILES_DIR}/{parent}"))
+            {
+                return Err(refused("its parent directory does not come before it"));
+            }
+            manifest.files.get(rel)
+        };
+        let Some(expected) = expected else {
+            return Err(refused("it is not listed in the manifest"));
+        };
+        let mismatch = |what, expected: String, actual: String| ArchiveError::Mismatch {
+            path: path.clone(),
+            what,
+            expected,
+            actual,
+        };
+        if actual_kind != expected.kind() {
+            return Err(mismatch("type", expected.kind().into(), actual_kind.into()));
+        }
+        let mode = Mode(entry.header().mode().map_err(|e| members.broken(e))? & 0o7777);
+        match expected {
+            Entry::File {
+                sha256,
+                size,
+                mode: want,
+            } => {
+                if entry.size() != *size {
+                    return Err(mismatch("size", size.to_string(), entry.size().to_string()));
+                }
+                if mode != *want {
+                    return Err(mismatch("mode", want.to_string(), mode.to_string()));
+                }
+                let mut data = HashingReader::new(&mut entry);
+                if section == HOOKS_DIR {
+                    visitor.hook(rel, expected, &mut data)
+                } else {
+                    visitor.payload(rel, expected, &mut data)
+                }
+                .map_err(ArchiveError::Visitor)?;
+                io::copy(&mut data, &mut io::sink()).map_err(|e| corrupt_in(&path, e))?;
+                let (actual, count) = data.finish();
+                if count != *size {
+                    return Err(mismatch("size", size.to_string(), count.to_string()));
+                }
+                if &actual != sha256 {
+                    return Err(mismatch("sha256", sha256.clone(), actual));
+                }
+            }
+            Entry::Dir { mode: want } => {
+                if mode != *want {
+                    return Err(mismatch("mode", want.to_string(), mode.to_string()));
+                }
+                visitor
+                    .payload(rel, expected, &mut io::empty())
                     .map_err(ArchiveError::Visitor)?;
-                    io::copy(&mut data, &mut io::sink()).map_err(ArchiveError::Corrupt)?;
-                    let (actual, count) = data.finish();
-                    if count != *size {
-                        return Err(mismatch("size", size.to_string(), count.to_string()));
-                    }
-                    if &actual != sha256 {
-                        return Err(mismatch("sha256", sha256.clone(), actual));
-                    }
+            }
+            Entry::Symlink { target } => {
+                let link = link.ok_or_else(|| refused("the symlink has no target"))?;
+                let link = String::from_utf8(link).map_err(|_| refused(rules::TARGET_NOT_UTF8))?;
+                check_symlink_target(rel, &link).map_err(|r| refused(&r))?;
+                if &link != target {
+                    return Err(mismatch("symlink target", target.clone(), link));
                 }
-                Entry::Dir { mode: want } => {
-                    if mode != *want {
-                        return Err(mismatch("mode", want.to_string(), mode.to_string()));
-                    }
-                    visitor
-                        .payload(rel, expected, &mut io::empty())
-                        .map_err(ArchiveError::Visitor)?;
-                }
-                Entry::Symlink { target } => {
-                    let link = entry
-                        .link_name_bytes()
-                        .ok_or_else(|| refused("the symlink has no target"))?;
-                    let link = std::str::from_utf8(&link)
-                        .map_err(|_| refused("the symlink target is not UTF-8"))?
-                        .to_owned();
-                    check_symlink_target(rel, &link).map_err(|r| refused(&r))?;
-                    if &link != target {
-                        return Err(mismatch("symlink target", target.clone(), link));
-                    }
-                    visitor
-                        .payload(rel, expected, &mut io::empty())
-                        .map_err(ArchiveError::Visitor)?;
-                }
+                visitor
+                    .payload(rel, expected, &mut io::empty())
+                    .map_err(ArchiveError::Visitor)?;
             }
         }
-        let missing = manifest
-            .hook_files
-            .keys()
-            .map(|k| format!("{HOOKS_DIR}/{k}"))
-            .chain(manifest.files.keys().map(|k| format!("{FILES_DIR}/{k}")))
-            .find(|p| !seen.contains(p));
-        if let Some(path) = missing {
-            return Err(ArchiveError::Missing { path });
-        }
-        manifest
-    };
+    }
+    let missing = manifest
+        .hook_files
+        .keys()
+        .map(|k| format!("{HOOKS_DIR}/{k}"))
+        .chain(manifest.files.keys().map(|k| format!("{FILES_DIR}/{k}")))
+        .find(|p| !seen.contains(p));
+    if let Some(path) = missing {
+        return Err(ArchiveError::Missing { path });
+    }
     Ok(manifest)
 }
 
-fn entry_path<R: Read>(entry: &tar::Entry<'_, R>) -> Result<String, ArchiveError> {
-    let raw = entry.path_bytes();
-    let mut path = String::from_utf8(raw.into_owned()).map_err(|e| ArchiveError::Refused {
-        path: String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        rule: "entry names must be UTF-8".into(),
-    })?;
-    if entry.header().entry_type() == tar::EntryType::Directory && path.ends_with('/') {
-        path.pop();
+/// An archive member with its extension headers applied: the entry, and
+/// the path and link target that stand for it (the header's own name and
+/// link name are only the first 100 bytes, or a placeholder).
+struct Member<'a, R: Read> {
+    entry: tar::Entry<'a, LastBlock<R>>,
+    path: String,
+    link: Option<Vec<u8>>,
+}
+
+/// The extension headers read since the last member.
+#[derive(Default)]
+struct Extensions {
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+    pax: Option<Pax>,
+    /// The name of the last extension header, for messages.
+    last: Option<String>,
+}
+
+/// The records of a PAX extended header that berth applies. Others
+/// (times, owners, extended attributes) are ignored: berth sets none of
+/// them.
+#[derive(Default)]
+struct Pax {
+    path: Option<Vec<u8>>,
+    linkpath: Option<Vec<u8>>,
+    size: Option<u64>,
+}
+
+/// The members of an archive, read raw: the tar crate neither applies nor
+/// reads extension headers itself (it would hold any size of them in
+/// memory); here a GNU long name or long link and a PAX extended header
+/// are read within [`MAX_LONG_NAME_BYTES`] and [`MAX_PAX_BYTES`] and
+/// applied to the member after them, and anything ambiguous is refused:
+/// two of one kind before a member, both a long name and a PAX path, a PAX
+/// size other than the header's (tar readers would disagree on where the
+/// member ends), a global PAX header, an extension header with no member
+/// after it.
+struct Members<'a, R: Read> {
+    entries: tar::Entries<'a, LastBlock<R>>,
+    /// The last 512 bytes read: the header the tar crate refused, if it did.
+    last_block: Shared,
+    /// The last member's path, to say where a damaged stream broke.
+    previous: Option<String>,
+}
+
+impl<'a, R: Read> Members<'a, R> {
+    fn new(
+        archive: &'a mut tar::Archive<LastBlock<R>>,
+        last_block: Shared,
+    ) -> Result<Self, ArchiveError> {
+        let entries = archive
+            .entries()
+            .map_err(|e| stream_error(e, None))?
+            .raw(true);
+        Ok(Members {
+            entries,
+            last_block,
+            previous: None,
+        })
     }
-    Ok(path)
+
+    /// An error of the tar crate or of the stream under it, as a refusal
+    /// that says where.
+    fn broken(&self, e: io::Error) -> ArchiveError {
+        if e.to_string().contains("checksum mismatch") {
+            let block = *self.last_block.borrow();
+            let name = tar::Header::from_byte_slice(&block)
+                .path_bytes()
+                .into_owned();
+            return ArchiveError::Refused {
+                path: String::from_utf8_lossy(&name).into_owned(),
+                rule: "its tar header's checksum is wrong (the header is damaged)".into(),
+            };
+        }
+        let at = self.previous.as_ref().map(|p| format!("after entry `{p}`"));
+        stream_error(e, at.as_deref())
+    }
+
+    fn next(&mut self) -> Result<Option<Member<'a, R>>, ArchiveError> {
+        let mut ext = Extensions::default();
+        loop {
+            let mut entry = match self.entries.next() {
+                None => {
+                    return match ext.last {
+                        Some(name) => Err(ArchiveError::Refused {
+                            path: name,
+                            rule: "no entry follows this extension header".into(),
+                        }),
+                        None => Ok(None),
+                    };
+                }
+                Some(Err(e)) => return Err(self.broken(e)),
+                Some(Ok(entry)) => entry,
+            };
+            let kind = entry.header().entry_type();
+            let name = String::from_utf8_lossy(&entry.header().path_bytes()).into_owned();
+            let refused = |rule: String| ArchiveError::Refused {
+                path: name.clone(),
+                rule,
+            };
+            match kind {
+                tar::EntryType::GNULongName | tar::EntryType::GNULongLink => {
+                    let (slot, what) = if kind == tar::EntryType::GNULongName {
+                        (&mut ext.long_name, "GNU long name")
+                    } else {
+                        (&mut ext.long_link, "GNU long link name")
+                    };
+                    if slot.is_some() {
+                        return Err(refused(format!("a second {what} comes before one entry")));
+                    }
+                    let mut bytes = read_extension(&mut entry, MAX_LONG_NAME_BYTES, what, &name)?;
+                    // Written with one NUL at the end; any other NUL is
+                    // refused with the name.
+                    if bytes.last() == Some(&0) {
+                        bytes.pop();
+                    }
+                    *slot = Some(bytes);
+                }
+                tar::EntryType::XHeader => {
+                    if ext.pax.is_some() {
+                        return Err(refused(
+                            "a second PAX extended header comes before one entry".into(),
+                        ));
+                    }
+                    let bytes =
+                        read_extension(&mut entry, MAX_PAX_BYTES, "PAX extended header", &name)?;
+                    ext.pax = Some(parse_pax(&bytes).map_err(refused)?);
+                }
+                tar::EntryType::XGlobalHeader => {
+                    return Err(refused(
+                        "global PAX headers are not allowed (they would apply to every entry after them)"
+                            .into(),
+                    ));
+                }
+                _ => return self.member(entry, ext, name).map(Some),
+            }
+            ext.last = Some(name);
+        }
+    }
+
+    /// `entry` with the extension headers before it applied.
+    fn member(
+        &mut self,
+        entry: tar::Entry<'a, LastBlock<R>>,
+        ext: Extensions,
+        header_name: String,
+    ) -> Result<Member<'a, R>, ArchiveError> {
+        let pax = ext.pax.unwrap_or_default();
+        let (path, link) = {
+            let raw_path = match (pax.path, ext.long_name) {
+                (Some(_), Some(_)) => {
+                    return Err(ArchiveError::Refused {
+                        path: header_name,
+                        rule: "both a GNU long name and a PAX path name it".into(),
+                    });
+                }
+                (Some(p), None) | (None, Some(p)) => p,
+                (None, None) => entry.header().path_bytes().into_owned(),
+            };
+            let link = match (pax.linkpath, ext.long_link) {
+                (Some(_), Some(_)) => {
+                    return Err(ArchiveError::Refused {
+                        path: header_name,
+                        rule: "both a GNU long link name and a PAX linkpath give its target".into(),
+                    });
+                }
+                (Some(l), None) | (None, Some(l)) => Some(l),
+                (None, None) => entry.header().link_name_bytes().map(|l| l.into_owned()),
+            };
+            (raw_path, link)
+        };
+        let mut path = String::from_utf8(path).map_err(|e| ArchiveError::Refused {
+            path: String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            rule: rules::NAME_NOT_UTF8.into(),
+        })?;
+        if entry.header().entry_type() == tar::EntryType::Directory && path.ends_with('/') {
+            path.pop();
+        }
+        // The tar crate, read raw, takes the header's size; a reader that
+        // applies the PAX record would see another member boundary.
+        if let Some(size) = pax.size
+            && size != entry.size()
+        {
+            return Err(ArchiveError::Refused {
+                rule: format!(
+                    "its PAX size record says {size} bytes and its tar header {} bytes",
+                    entry.size()
+                ),
+                path,
+            });
+        }
+        self.previous = Some(path.clone());
+        Ok(Member { entry, path, link })
+    }
+}
+
+/// Reads the body of the extension header `entry` (named `name`), refusing
+/// one of more than `cap` bytes before reading it.
+fn read_extension<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    cap: u64,
+    what: &str,
+    name: &str,
+) -> Result<Vec<u8>, ArchiveError> {
+    let size = entry.size();
+    if size > cap {
+        // Its start, to say which entry it was meant for.
+        let mut start = Vec::new();
+        let _ = entry.take(120).read_to_end(&mut start);
+        let start = String::from_utf8_lossy(&start);
+        let start = start.trim_end_matches('\0');
+        return Err(ArchiveError::Refused {
+            path: name.to_owned(),
+            rule: format!(
+                "its {what} is {size} bytes, more than the {cap} allowed (it starts `{}`)",
+                start.escape_debug()
+            ),
+        });
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    entry
+        .read_to_end(&mut bytes)
+        .map_err(|e| corrupt_in(name, e))?;
+    Ok(bytes)
+}
+
+/// The records of a PAX extended header berth applies; `Err` is why the
+/// header is refused.
+fn parse_pax(bytes: &[u8]) -> Result<Pax, String> {
+    let mut pax = Pax::default();
+    let mut keys = HashSet::new();
+    for record in tar::PaxExtensions::new(bytes) {
+        let record = record.map_err(|_| "its PAX records are malformed".to_owned())?;
+        let key = record
+            .key()
+            .map_err(|_| "a PAX record's key is not UTF-8".to_owned())?;
+        if !keys.insert(key) {
+            return Err(format!("its PAX record `{key}` appears twice"));
+        }
+        let value = record.value_bytes();
+        match key {
+            "path" => pax.path = Some(value.to_owned()),
+            "linkpath" => pax.linkpath = Some(value.to_owned()),
+            "size" => {
+                let size = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| "its PAX size record is not a number".to_owned())?;
+                pax.size = Some(size);
+            }
+            k if k.starts_with("GNU.sparse.") => return Err(rules::SPARSE.into()),
+            _ => {}
+        }
+    }
+    Ok(pax)
+}
+
+/// The zstd decoder's error for a frame whose window is past
+/// [`MAX_WINDOW_LOG`] (zstd's `frameParameter_windowTooLarge`).
+const WINDOW_TOO_LARGE: &str = "Frame requires too much memory for decoding";
+
+/// An error reading the stream: a window past the cap, or corruption,
+/// saying where when `at` is known ("after entry `x`").
+fn stream_error(e: io::Error, at: Option<&str>) -> ArchiveError {
+    if e.to_string().contains(WINDOW_TOO_LARGE) {
+        return ArchiveError::Window;
+    }
+    match at {
+        Some(at) => ArchiveError::Corrupt(io::Error::new(e.kind(), format!("{e} ({at})"))),
+        None => ArchiveError::Corrupt(e),
+    }
+}
+
+/// An error reading the data of `entry`: see [`stream_error`].
+pub fn corrupt_in(entry: &str, e: io::Error) -> ArchiveError {
+    stream_error(e, Some(&format!("in entry `{entry}`")))
+}
+
+/// Reads through to `inner`, keeping the last 512 bytes read: when the tar
+/// crate refuses a header, those are the header, and its name can be said.
+struct LastBlock<R> {
+    inner: R,
+    last: Shared,
+}
+
+impl<R: Read> Read for LastBlock<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut last = self.last.borrow_mut();
+        if n >= 512 {
+            last.copy_from_slice(&buf[n - 512..n]);
+        } else {
+            last.copy_within(n.., 0);
+            last[512 - n..].copy_from_slice(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+/// A tar reader over the zstd stream of `input`, and the handle of its
+/// last block.
+fn open<R: Read>(input: R) -> Result<(Tar<R>, Shared), ArchiveError> {
+    let last = Rc::new(RefCell::new([0u8; 512]));
+    let reader = LastBlock {
+        inner: decoder(input)?,
+        last: Rc::clone(&last),
+    };
+    Ok((tar::Archive::new(reader), last))
 }
 
 /// Reads only the manifest, the first entry, without checking the rest:
 /// for showing what an artifact is, never for trusting it.
 pub fn read_manifest<R: Read>(input: R) -> Result<Manifest, ArchiveError> {
-    let decoder = decoder(input)?;
-    let mut archive = tar::Archive::new(decoder);
-    let mut entries = archive.entries().map_err(ArchiveError::Corrupt)?;
-    let mut first = match entries.next() {
+    let (mut archive, last) = open(input)?;
+    let mut members = Members::new(&mut archive, last)?;
+    let mut first = match members.next()? {
         None => return Err(ArchiveError::Empty),
-        Some(e) => e.map_err(ArchiveError::Corrupt)?,
+        Some(m) => m,
     };
     read_manifest_entry(&mut first)
 }
 
-fn read_manifest_entry<R: Read>(first: &mut tar::Entry<'_, R>) -> Result<Manifest, ArchiveError> {
-    let path = entry_path(first)?;
-    if path != MANIFEST_PATH || first.header().entry_type() != tar::EntryType::Regular {
+fn read_manifest_entry<R: Read>(first: &mut Member<'_, R>) -> Result<Manifest, ArchiveError> {
+    let path = first.path.clone();
+    if path != MANIFEST_PATH || first.entry.header().entry_type() != tar::EntryType::Regular {
         return Err(ArchiveError::ManifestNotFirst(path));
     }
-    if first.size() > MAX_MANIFEST_BYTES {
-        return Err(ArchiveError::ManifestTooLarge(first.size()));
+    if first.entry.size() > MAX_MANIFEST_BYTES {
+        return Err(ArchiveError::ManifestTooLarge(first.entry.size()));
     }
     let mut text = String::new();
     first
+        .entry
         .read_to_string(&mut text)
-        .map_err(ArchiveError::Corrupt)?;
+        .map_err(|e| corrupt_in(MANIFEST_PATH, e))?;
     Ok(Manifest::parse(&text)?)
 }
 
@@ -884,6 +1208,7 @@ mod tests {
                 shared: vec![],
                 preserve: vec![],
                 env_file: false,
+                allow_special_modes: vec![],
             },
             hooks: Hooks {
                 health: Some("hooks/health".into()),
@@ -1137,5 +1462,115 @@ mod tests {
             Err(PackError::Changed { path }) => assert_eq!(&path, hook),
             other => panic!("expected a change to be caught, got {other:?}"),
         }
+    }
+
+    /// What another tar writes for long names (PAX `path` and `linkpath`
+    /// records, as GNU tar's posix format does) is applied, and a PAX
+    /// `size` that agrees with the header is fine.
+    #[test]
+    fn pax_paths_are_applied() {
+        let long_dir = "d".repeat(120);
+        let long_file = format!("{long_dir}/{}", "f".repeat(120));
+        let link = "l";
+        let data = b"data";
+        let mut files = BTreeMap::new();
+        files.insert(long_dir.clone(), Entry::Dir { mode: Mode(0o755) });
+        files.insert(
+            long_file.clone(),
+            Entry::File {
+                sha256: crate::digest::sha256_bytes(data),
+                size: 4,
+                mode: Mode(0o644),
+            },
+        );
+        files.insert(
+            link.into(),
+            Entry::Symlink {
+                target: long_file.clone(),
+            },
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (mut m, _) = fixture(dir.path());
+        m.hooks = Hooks::default();
+        m.hook_files.clear();
+        m.files = files;
+        m.check().unwrap();
+
+        let mut tar = tar::Builder::new(Vec::new());
+        let text = m.to_toml();
+        let mut h = header(tar::EntryType::Regular, 0o644, text.len() as u64, 0);
+        tar.append_data(&mut h, MANIFEST_PATH, text.as_bytes())
+            .unwrap();
+        let mut h = header(tar::EntryType::Directory, 0o755, 0, 0);
+        tar.append_data(&mut h, "files/", io::empty()).unwrap();
+        let pax = |tar: &mut tar::Builder<Vec<u8>>,
+                   kind,
+                   mode,
+                   body: &[u8],
+                   path: &str,
+                   target: Option<&str>| {
+            let path = format!("files/{path}");
+            let size = body.len().to_string();
+            let mut records = vec![("path", path.as_bytes()), ("size", size.as_bytes())];
+            if let Some(t) = target {
+                records.push(("linkpath", t.as_bytes()));
+            }
+            tar.append_pax_extensions(records).unwrap();
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_size(body.len() as u64);
+            h.set_path("placeholder").unwrap();
+            if target.is_some() {
+                h.set_link_name("placeholder").unwrap();
+            }
+            h.set_cksum();
+            tar.append(&h, body).unwrap();
+        };
+        pax(
+            &mut tar,
+            tar::EntryType::Directory,
+            0o755,
+            b"",
+            &long_dir,
+            None,
+        );
+        pax(
+            &mut tar,
+            tar::EntryType::Regular,
+            0o644,
+            data,
+            &long_file,
+            None,
+        );
+        pax(
+            &mut tar,
+            tar::EntryType::Symlink,
+            0o777,
+            b"",
+            link,
+            Some(&long_file),
+        );
+        let artifact = zstd::stream::encode_all(&tar.into_inner().unwrap()[..], 3).unwrap();
+        assert_eq!(read(&artifact[..], &mut CheckOnly).unwrap(), m);
+    }
+
+    #[test]
+    fn a_zstd_window_past_the_cap_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (skeleton, sources) = fixture(dir.path());
+        let (artifact, _, _) = pack_bytes(&skeleton, &sources, 1);
+        let tar = zstd::stream::decode_all(&artifact[..]).unwrap();
+        let mut zstd = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        zstd.set_parameter(zstd::zstd_safe::CParameter::WindowLog(MAX_WINDOW_LOG + 1))
+            .unwrap();
+        zstd.write_all(&tar).unwrap();
+        let wide = zstd.finish().unwrap();
+        let err = read(&wide[..], &mut CheckOnly).unwrap_err();
+        assert!(matches!(err, ArchiveError::Window), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "the artifact's zstd stream needs a window larger than the 16 MiB a reader allows"
+        );
     }
 }

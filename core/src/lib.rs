@@ -14,6 +14,7 @@ pub mod name;
 pub mod package;
 pub mod progress;
 pub mod repo;
+pub mod rules;
 pub mod sign;
 pub mod unpack;
 

@@ -8,12 +8,15 @@
 //! 20,000 files stays readable and its bytes never depend on a serializer's
 //! whims.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization;
 
 use crate::name::{self, InvalidName};
+use crate::rules;
 
 /// The manifest's path inside an artifact: always the first entry.
 pub const MANIFEST_PATH: &str = "MANIFEST.toml";
@@ -98,6 +101,11 @@ pub struct Install {
     /// Link the node's env file (secrets) into the release.
     #[serde(default)]
     pub env_file: bool,
+    /// Payload paths allowed to have setuid, setgid, sticky or world-write
+    /// bits (see [`rules::SPECIAL_BITS`]); exact paths, never hooks.
+    /// Written only when set, so older manifests keep their bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_special_modes: Vec<String>,
 }
 
 fn default_keep_releases() -> u32 {
@@ -300,7 +308,11 @@ pub enum ManifestError {
         "the manifest's hook `{name}` is `{path}`, expected `{HOOKS_DIR}/{name}` listed in [hook_files]"
     )]
     Hook { name: String, path: String },
-    #[error("the manifest lists `{path}`: {reason}")]
+    #[error(
+        "the manifest lists `{}`: {}",
+        rules::printable(path),
+        rules::printable(reason)
+    )]
     Entry { path: String, reason: String },
 }
 
@@ -385,7 +397,11 @@ impl Install {
         if self.keep_releases == 0 {
             return Err("keep_releases must be at least 1".into());
         }
-        for (what, list) in [("shared", &self.shared), ("preserve", &self.preserve)] {
+        for (what, list) in [
+            ("shared", &self.shared),
+            ("preserve", &self.preserve),
+            ("allow_special_modes", &self.allow_special_modes),
+        ] {
             for p in list {
                 check_entry_path(p).map_err(|r| {
                     format!("{what} path `{p}` must be relative to the release: {r}")
@@ -434,21 +450,46 @@ impl Manifest {
             }
         }
         for (name, entry) in &self.hook_files {
-            if self.hooks.iter().all(|(n, _)| n != name) || !matches!(entry, Entry::File { .. }) {
-                return Err(ManifestError::Entry {
-                    path: format!("{HOOKS_DIR}/{name}"),
-                    reason: "it is not a hook named in [hooks]".into(),
-                });
+            let bad = |reason: String| ManifestError::Entry {
+                path: format!("{HOOKS_DIR}/{name}"),
+                reason,
+            };
+            let Entry::File { mode, .. } = entry else {
+                return Err(bad("it is not a hook named in [hooks]".into()));
+            };
+            if self.hooks.iter().all(|(n, _)| n != name) {
+                return Err(bad("it is not a hook named in [hooks]".into()));
+            }
+            if mode.0 & rules::SPECIAL_BITS != 0 {
+                return Err(bad(rules::special_mode_hook(*mode)));
             }
         }
+        // Names that differ only in their Unicode normalization, by their
+        // NFC form; ASCII names (nearly all) are their own.
+        let mut normalized: HashMap<Cow<'_, str>, &str> = HashMap::new();
         for (path, entry) in &self.files {
             let bad = |reason: String| ManifestError::Entry {
                 path: path.clone(),
                 reason,
             };
             check_entry_path(path).map_err(|r| bad(r.into()))?;
-            if let Entry::Symlink { target } = entry {
-                check_symlink_target(path, target).map_err(bad)?;
+            let nfc = if path.is_ascii()
+                || unicode_normalization::is_nfc_quick(path.chars())
+                    == unicode_normalization::IsNormalized::Yes
+            {
+                Cow::Borrowed(path.as_str())
+            } else {
+                Cow::Owned(path.nfc().collect::<String>())
+            };
+            if let Some(other) = normalized.insert(nfc, path) {
+                return Err(bad(rules::nfc_collision(other)));
+            }
+            match entry {
+                Entry::Symlink { target } => check_symlink_target(path, target).map_err(bad)?,
+                Entry::File { mode, .. } | Entry::Dir { mode } => {
+                    rules::check_mode(path, *mode, &self.install.allow_special_modes)
+                        .map_err(bad)?;
+                }
             }
             // Every parent must be a listed directory, so nothing is created
             // through a symlink or implicitly.
@@ -457,6 +498,16 @@ impl Manifest {
             {
                 return Err(bad(format!(
                     "its parent `{parent}` is not listed as a directory"
+                )));
+            }
+        }
+        for path in &self.install.allow_special_modes {
+            if !matches!(
+                self.files.get(path),
+                Some(Entry::File { .. } | Entry::Dir { .. })
+            ) {
+                return Err(ManifestError::Install(format!(
+                    "allow_special_modes lists `{path}`, which is not a file or directory of the payload"
                 )));
             }
         }
@@ -605,6 +656,7 @@ mod tests {
                 shared: vec!["log".into()],
                 preserve: vec![],
                 env_file: false,
+                allow_special_modes: vec![],
             },
             hooks: Hooks {
                 health: Some("hooks/health".into()),
@@ -665,5 +717,51 @@ mod tests {
         ] {
             assert!(check_entry_path(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn names_equal_once_normalized_are_refused() {
+        let mut m = sample();
+        let file = m.files["bin/app"].clone();
+        m.files.insert("caf\u{e9}".into(), file.clone());
+        m.check().unwrap();
+        m.files.insert("cafe\u{301}".into(), file);
+        let err = m.check().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the manifest lists `caf\u{e9}`: its name and `cafe\u{301}`'s are the same once Unicode-normalized (NFC)"
+        );
+    }
+
+    #[test]
+    fn special_modes_need_the_package_to_allow_them_by_path() {
+        let mut m = sample();
+        m.files
+            .insert("tmp".into(), Entry::Dir { mode: Mode(0o1777) });
+        let err = m.check().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the manifest lists `tmp`: {}",
+                rules::special_mode(Mode(0o1777))
+            )
+        );
+        m.install.allow_special_modes = vec!["tmp".into()];
+        m.check().unwrap();
+        assert_eq!(Manifest::parse(&m.to_toml()).unwrap(), m);
+        m.install.allow_special_modes.push("nowhere".into());
+        let err = m.check().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`nowhere`, which is not a file or directory"),
+            "{err}"
+        );
+        // Hooks never.
+        let mut m = sample();
+        if let Some(Entry::File { mode, .. }) = m.hook_files.get_mut("health") {
+            *mode = Mode(0o4755);
+        }
+        let err = m.check().unwrap_err();
+        assert!(err.to_string().contains("which a hook never may"), "{err}");
     }
 }

@@ -45,7 +45,7 @@
 //! say that a changed file did not change across releases. Nothing in berth
 //! needs them: [`drift`] compares digests.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{CStr, CString, OsStr};
 use std::fmt;
 use std::fs::File;
@@ -62,6 +62,7 @@ use crate::archive::{self, ArchiveError, Visitor};
 use crate::fsutil::{IoResultExt, PathError};
 use crate::manifest::{Entry, FILES_DIR, HOOKS_DIR, MANIFEST_PATH, Manifest, Mode};
 use crate::progress::Progress;
+use crate::rules;
 use crate::{Diagnose, Fault};
 
 /// The release tree of the release directory `release`: what
@@ -129,14 +130,12 @@ impl fmt::Display for Limit {
     }
 }
 
-/// How to unpack.
+/// How to unpack. Which payload paths may have setuid, setgid, sticky or
+/// world-write bits is the package's to say (`[install]
+/// allow_special_modes` in its manifest), not the node's.
 #[derive(Debug, Clone, Default)]
 pub struct UnpackOptions {
     pub limits: Limits,
-    /// Payload paths allowed to have setuid, setgid, sticky or world-write
-    /// bits in their mode; any other entry with one is refused. Hooks never
-    /// may.
-    pub allow_special_modes: BTreeSet<String>,
 }
 
 /// A release that was unpacked and verified.
@@ -162,18 +161,19 @@ pub enum UnpackError {
     Archive(#[from] ArchiveError),
     #[error(transparent)]
     Io(#[from] PathError),
-    #[error("entry `{entry}` goes past the {limit} limit: {actual}, at most {max} allowed")]
+    #[error(
+        "entry `{}` goes past the {limit} limit: {actual}, at most {max} allowed",
+        rules::printable(entry)
+    )]
     Limit {
         entry: String,
         limit: Limit,
         actual: u64,
         max: u64,
     },
-    #[error(
-        "entry `{entry}` is refused: its mode {mode} has setuid, setgid, sticky or world-write bits"
-    )]
-    SpecialMode { entry: String, mode: Mode },
-    #[error("entry `{entry}` is refused: {rule}")]
+    #[error("entry `{}` is refused: {rule}", rules::printable(entry))]
+    SpecialMode { entry: String, rule: String },
+    #[error("entry `{}` is refused: {rule}", rules::printable(entry))]
     Refused { entry: String, rule: &'static str },
     #[error("{error}; and the staging directory `{}` could not be removed: {cleanup}", staging.display())]
     Cleanup {
@@ -209,7 +209,7 @@ impl Diagnose for UnpackError {
                     .into(),
             ),
             UnpackError::SpecialMode { .. } => Some(
-                "if the package really needs this mode, allow the path explicitly on the node"
+                "if the package really needs this mode, list the path in package.toml's [install] allow_special_modes and build again"
                     .into(),
             ),
             UnpackError::Cleanup { staging, .. } => {
@@ -220,8 +220,6 @@ impl Diagnose for UnpackError {
     }
 }
 
-/// The mode bits refused unless allowed: setuid, setgid, sticky, world-write.
-const SPECIAL_BITS: u32 = 0o7002;
 /// Directory handles kept open at once while unpacking; past it they are
 /// dropped and reopened (one `openat` per path component) on demand. Well
 /// under the usual soft limit of 1024 descriptors.
@@ -689,11 +687,16 @@ fn check_manifest(manifest: &Manifest, options: &UnpackOptions) -> Result<u64, U
             Entry::Dir { mode } => *mode,
             Entry::Symlink { .. } => continue,
         };
-        let allowed = section == FILES_DIR && options.allow_special_modes.contains(rel);
-        if mode.0 & SPECIAL_BITS != 0 && !allowed {
+        // Checked by the manifest already; not relied upon.
+        let refused = if section == FILES_DIR {
+            rules::check_mode(rel, mode, &manifest.install.allow_special_modes).err()
+        } else {
+            (mode.0 & rules::SPECIAL_BITS != 0).then(|| rules::special_mode_hook(mode))
+        };
+        if let Some(rule) = refused {
             return Err(UnpackError::SpecialMode {
                 entry: label(),
-                mode,
+                rule,
             });
         }
     }
@@ -731,7 +734,7 @@ fn write_file(
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             // Reading the entry is reading the artifact.
-            Err(e) => return Err(ArchiveError::Corrupt(e).into()),
+            Err(e) => return Err(archive::corrupt_in(label, e).into()),
         };
         written += n as u64;
         // The reader gives exactly the manifest's size; not relied upon.
@@ -1199,6 +1202,7 @@ mod tests {
                 shared: vec!["log".into()],
                 preserve: vec![],
                 env_file: false,
+                allow_special_modes: vec![],
             },
             hooks: Hooks::default(),
             rollback: Rollback::default(),
@@ -1209,6 +1213,15 @@ mod tests {
 
     /// An artifact packed by [`pack`] from `specs`, with a `health` hook.
     fn packed(dir: &Path, specs: &[(&str, Spec)]) -> (Vec<u8>, Manifest) {
+        packed_with(dir, specs, |_| {})
+    }
+
+    /// [`packed`], with `edit` applied to the manifest before packing.
+    fn packed_with(
+        dir: &Path,
+        specs: &[(&str, Spec)],
+        edit: impl FnOnce(&mut Manifest),
+    ) -> (Vec<u8>, Manifest) {
         let root = dir.join("payload");
         fs::create_dir_all(&root).unwrap();
         let mut files = BTreeMap::new();
@@ -1249,6 +1262,7 @@ mod tests {
                 mode: Mode(0o755),
             },
         );
+        edit(&mut m);
         m.check().unwrap();
         let sources = PackSources {
             hooks: vec![("health".into(), hook)],
@@ -1385,37 +1399,74 @@ mod tests {
     }
 
     #[test]
-    fn special_modes_are_refused_unless_allowed() {
+    fn special_modes_are_refused_unless_the_package_allows_them() {
         let node = Node::new();
         let specs = vec![
             ("tmp", Spec::Dir(0o1777)),
             ("tool", Spec::File(b"#!/bin/sh\n", 0o4755)),
             ("shared.txt", Spec::File(b"", 0o666)),
         ];
-        let (artifact, m) = packed(node.dir.path(), &specs);
-        let err = node
-            .unpack(&artifact, &UnpackOptions::default())
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "entry `files/shared.txt` is refused: its mode 0666 has setuid, setgid, sticky or world-write bits"
-        );
-        assert_eq!(err.fault(), Fault::Input);
-        node.assert_untouched();
-
-        let options = UnpackOptions {
-            allow_special_modes: ["tmp", "tool", "shared.txt"]
-                .into_iter()
-                .map(String::from)
-                .collect(),
-            ..UnpackOptions::default()
+        let allowed = |m: &mut Manifest| {
+            m.install.allow_special_modes = vec!["shared.txt".into(), "tmp".into(), "tool".into()];
         };
-        node.unpack(&artifact, &options).unwrap();
+        let (artifact, m) = packed_with(node.dir.path(), &specs, allowed);
+        node.unpack(&artifact, &UnpackOptions::default()).unwrap();
         let tree = tree_dir(&node.staging());
         assert_eq!(mode_of(&tree.join("tmp")), 0o1777);
         assert_eq!(mode_of(&tree.join("tool")), 0o4755);
         assert_eq!(mode_of(&tree.join("shared.txt")), 0o666);
         assert!(drift(&node.staging(), &m, &[]).unwrap().is_empty());
+
+        // The same artifact with one path less allowed: the manifest is
+        // refused, before anything is written.
+        let node = Node::new();
+        let mut m = m;
+        m.install.allow_special_modes.retain(|p| p != "tool");
+        let artifact = raw_artifact(
+            &m,
+            &[
+                file("files/shared.txt", b""),
+                dir("files/tmp/"),
+                file("files/tool", b"#!/bin/sh\n"),
+            ],
+        );
+        let err = node
+            .unpack(&artifact, &UnpackOptions::default())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "`MANIFEST.toml` is invalid: the manifest lists `tool`: {}",
+                rules::special_mode(Mode(0o4755))
+            )
+        );
+        assert_eq!(err.fault(), Fault::Input);
+        node.assert_untouched();
+
+        // Not relied upon: a manifest that was never checked is refused by
+        // the unpacker's own check, and a hook never may.
+        let err = check_manifest(&m, &UnpackOptions::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "entry `files/tool` is refused: {}",
+                rules::special_mode(Mode(0o4755))
+            )
+        );
+        m.hook_files.insert(
+            "health".into(),
+            Entry::File {
+                sha256: "0".repeat(64),
+                size: 0,
+                mode: Mode(0o4755),
+            },
+        );
+        m.install.allow_special_modes.push("tool".into());
+        let err = check_manifest(&m, &UnpackOptions::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "entry `hooks/health` is refused: its mode 4755 has setuid, setgid, sticky or world-write bits, which a hook never may"
+        );
     }
 
     #[test]
@@ -1477,10 +1528,7 @@ mod tests {
             ),
         ];
         for (limits, message) in cases {
-            let options = UnpackOptions {
-                limits,
-                ..UnpackOptions::default()
-            };
+            let options = UnpackOptions { limits };
             let err = node.unpack(&artifact, &options).unwrap_err();
             assert_eq!(err.to_string(), message);
             assert!(err.hint().is_some());

@@ -8,6 +8,7 @@ use berth_core::fsutil::PathError;
 use berth_core::name::{InvalidName, ReleaseId};
 use berth_core::package::PackageFileError;
 use berth_core::repo::RepoError;
+use berth_core::rules;
 use berth_core::sign::SignError;
 use berth_core::{Diagnose, Fault};
 
@@ -65,8 +66,10 @@ pub enum Error {
     HookNotFile { hook: &'static str, path: PathBuf },
     #[error("hook `{hook}` is `{}`, which is not executable", path.display())]
     HookNotExecutable { hook: &'static str, path: PathBuf },
-    #[error("payload entry `{path}` is refused: {reason}")]
+    #[error("payload entry `{}` is refused: {reason}", rules::printable(path))]
     PayloadEntry { path: String, reason: String },
+    #[error("payload entry `{}` is refused: {reason}", rules::printable(path))]
+    SpecialMode { path: String, reason: String },
     #[error("payload symlink `{path}` -> `{target}` leaves the payload: {reason}")]
     EscapingSymlink {
         path: String,
@@ -205,6 +208,9 @@ impl Diagnose for Error {
             Error::PayloadEntry { .. } => {
                 "remove it from the payload; an artifact holds only files, directories and symlinks that stay inside it".into()
             }
+            Error::SpecialMode { path, .. } => format!(
+                "clear the bits (`chmod ug-s,o-tw` on it), or, if the package needs them, allow the path in package.toml: [install] allow_special_modes = [\"{path}\"]"
+            ),
             Error::EscapingSymlink { .. } => {
                 "make the symlink relative and pointing inside the payload (e.g. `ln -s ../lib/x`), or copy the file it points to".into()
             }

@@ -342,7 +342,10 @@ fn a_fifo_in_the_payload_is_refused() {
     let run = refused(&env);
     assert_stderr_has(
         &run,
-        &["payload entry `pipe` is refused: it is a fifo", "remove it"],
+        &[
+            "payload entry `pipe` is refused: fifos are not allowed",
+            "remove it",
+        ],
     );
 }
 
@@ -355,10 +358,63 @@ fn a_setuid_file_in_the_payload_is_refused() {
     assert_stderr_has(
         &run,
         &[
-            "payload entry `bin/tool` is refused: its mode 4755 has the setuid",
-            "chmod ug-s",
+            "payload entry `bin/tool` is refused: its mode 4755 has setuid, setgid, sticky or world-write bits, and [install] allow_special_modes does not list its path",
+            "chmod ug-s,o-tw",
+            "allow_special_modes = [\"bin/tool\"]",
         ],
     );
+}
+
+#[test]
+fn a_world_writable_file_in_the_payload_is_refused() {
+    let env = app();
+    write(&env.join("app/dist/shared.txt"), "anyone\n");
+    chmod(&env, "app/dist/shared.txt", 0o666);
+    let run = refused(&env);
+    assert_stderr_has(
+        &run,
+        &[
+            "payload entry `shared.txt` is refused: its mode 0666 has setuid, setgid, sticky or world-write bits",
+        ],
+    );
+}
+
+#[test]
+fn special_modes_allowed_by_path_ship_and_install_as_they_are() {
+    let env = app_with(
+        "target = \"/srv/webapp\"",
+        "target = \"/srv/webapp\"\nallow_special_modes = [\"bin/tool\", \"tmp\"]",
+    );
+    write(&env.join("app/dist/bin/tool"), "#!/bin/sh\n");
+    chmod(&env, "app/dist/bin/tool", 0o4755);
+    fs::create_dir(env.join("app/dist/tmp")).unwrap();
+    chmod(&env, "app/dist/tmp", 0o1777);
+    build_app(&env, "out");
+    let run = env.packager(["verify", ARTIFACT]).ok();
+    assert!(run.stdout.starts_with("ok: "), "{run}");
+    let run = env
+        .cmd("agent")
+        .arg("--root")
+        .arg(env.join("node"))
+        .args(["install", "--file", ARTIFACT])
+        .output()
+        .unwrap();
+    let run = Run::from(run).ok();
+    let tree = env.join("node/srv/webapp");
+    let mode = |rel: &str| fs::metadata(tree.join(rel)).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode("bin/tool"), 0o4755, "{run}");
+    assert_eq!(mode("tmp"), 0o1777, "{run}");
+
+    // A path the package does not allow is still refused.
+    chmod(&env, "app/dist/VERSION", 0o4644);
+    let run = env
+        .packager(["build", "app", "--build", "2", "--out", "out2"])
+        .code(2);
+    assert_stderr_has(
+        &run,
+        &["payload entry `VERSION` is refused: its mode 4644 has"],
+    );
+    assert!(!env.join("out2/webapp_1.4.2+2.tar.zst").exists());
 }
 
 // --- secrets ------------------------------------------------------------------

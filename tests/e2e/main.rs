@@ -19,6 +19,7 @@ mod concurrency;
 mod gc;
 mod help;
 mod hooks;
+mod hostile;
 mod progress;
 mod publish;
 mod quickstart;

@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod rawtar;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;

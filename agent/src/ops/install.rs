@@ -17,6 +17,7 @@ use berth_core::name::ReleaseId;
 use berth_core::progress::Progress;
 use berth_core::repo::{Open, Repository};
 use berth_core::unpack;
+use berth_core::{Diagnose, Fault};
 
 use crate::error::Error;
 use crate::fetch;
@@ -63,6 +64,8 @@ struct Source {
     sha256: String,
     manifest: Manifest,
     channel: Option<String>,
+    /// This command put it in the cache (it was not there before).
+    fresh: bool,
 }
 
 pub fn install(
@@ -182,7 +185,14 @@ fn run(
         prepare_release_dir(source, &release_dir, progress)
     }) {
         Ok(created) => created,
-        Err(e) => return Err(journal.fail(TxnResult::Failed, e)),
+        Err(e) => {
+            // A refused artifact is of no use here: the cache is left as
+            // it was (the journal keeps the refusal).
+            if source.fresh && e.fault() == Fault::Input {
+                let _ = fs::remove_file(&source.path);
+            }
+            return Err(journal.fail(TxnResult::Failed, e));
+        }
     };
     let undo_unpack = |created: bool| {
         if created {
@@ -513,7 +523,8 @@ fn obtain(node: &Node, located: Located, progress: &dyn Progress) -> Result<Sour
             manifest,
         } => {
             let cached = node.layout.cached_artifact(&sha256);
-            if !cached.is_file() {
+            let fresh = !cached.is_file();
+            if fresh {
                 fsutil::create_dir_all_synced(&node.layout.cache_dir())?;
                 let mut tmp = fsutil::temp_file_in(&node.layout.cache_dir())?;
                 let mut from = fs::File::open(&path).at("cannot open", &path)?;
@@ -525,12 +536,14 @@ fn obtain(node: &Node, located: Located, progress: &dyn Progress) -> Result<Sour
                 sha256,
                 manifest: *manifest,
                 channel: None,
+                fresh,
             })
         }
         Located::Repo { repo, resolved, .. } => {
             let fetched = fetch::fetch(&repo, &resolved, &node.layout, progress)?;
             let manifest = read_manifest(&fetched.path)?;
             Ok(Source {
+                fresh: !fetched.cached,
                 path: fetched.path,
                 sha256: resolved.entry.sha256,
                 manifest,

@@ -14,10 +14,11 @@ use std::sync::{Condvar, Mutex, mpsc};
 use berth_core::archive::{self, PackSources};
 use berth_core::digest;
 use berth_core::fsutil::{self, IoResultExt, PathError};
-use berth_core::manifest::{self, Entry, Manifest, Mode, PackageInfo, Source};
+use berth_core::manifest::{self, Entry, Manifest, ManifestError, Mode, PackageInfo, Source};
 use berth_core::name::{self, ReleaseId};
 use berth_core::package::{PACKAGE_FILE, PackageFile};
 use berth_core::progress::Progress;
+use berth_core::rules;
 
 use crate::Error;
 
@@ -105,7 +106,12 @@ pub fn build(
     // The files' digests are filled in by `archive::pack`, from the bytes
     // it packs. Git, asked about the source, answers meanwhile.
     let (files, source) = std::thread::scope(|s| {
-        let scan = s.spawn(|| scan_payload(&payload_root, &package.package.allow_secrets));
+        let allow = Allow {
+            secrets: &package.package.allow_secrets,
+            special_modes: &package.install.get_ref().allow_special_modes,
+        };
+        let root = &payload_root;
+        let scan = s.spawn(move || scan_payload(root, allow));
         let source = source_info(&opts.dir, package.source.url.as_deref(), env);
         (scan.join().expect("no panics while scanning"), source)
     });
@@ -126,10 +132,14 @@ pub fn build(
         hook_files,
         files,
     };
-    // What the agent would refuse, the packager refuses first.
-    manifest.check().map_err(|e| Error::PayloadEntry {
-        path: manifest::MANIFEST_PATH.into(),
-        reason: e.to_string(),
+    // What the agent would refuse, the packager refuses first, in the same
+    // words (names equal once normalized, a hook with special bits).
+    manifest.check().map_err(|e| match e {
+        ManifestError::Entry { path, reason } => Error::PayloadEntry { path, reason },
+        e => Error::PayloadEntry {
+            path: manifest::MANIFEST_PATH.into(),
+            reason: e.to_string(),
+        },
     })?;
 
     fsutil::create_dir_all_synced(&opts.out_dir)?;
@@ -232,7 +242,7 @@ fn build_number(flag: Option<&str>, env: Env<'_>) -> Result<u64, Error> {
 /// Walks the payload in sorted order, refusing what must not ship, and
 /// returns the manifest's `[files]` table with each regular file's size and
 /// mode as found now and its digest still empty, for `archive::pack`.
-fn scan_payload(root: &Path, allow_secrets: &[String]) -> Result<BTreeMap<String, Entry>, Error> {
+fn scan_payload(root: &Path, allow: Allow<'_>) -> Result<BTreeMap<String, Entry>, Error> {
     match fs::metadata(root) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
@@ -275,7 +285,7 @@ fn scan_payload(root: &Path, allow_secrets: &[String]) -> Result<BTreeMap<String
                     };
                     w.busy += 1;
                     drop(w);
-                    let (result, subdirs) = list_dir(&dir, &rel, allow_secrets);
+                    let (result, subdirs) = list_dir(&dir, &rel, allow);
                     listed
                         .lock()
                         .expect("no panics while scanning")
@@ -296,6 +306,14 @@ fn scan_payload(root: &Path, allow_secrets: &[String]) -> Result<BTreeMap<String
         return Err(Error::Secrets { paths: secrets });
     }
     Ok(files)
+}
+
+/// What package.toml allows by path: files that look like secrets, and
+/// special mode bits.
+#[derive(Debug, Clone, Copy)]
+struct Allow<'a> {
+    secrets: &'a [String],
+    special_modes: &'a [String],
 }
 
 /// Directories waiting to be listed, and how many are being listed.
@@ -345,7 +363,7 @@ fn assemble(
 /// `prefix`, sorted by name, checking each entry; returns the listing and
 /// the subdirectories to list next. `std::fs` reads metadata relative to
 /// the open directory, which is cheaper than resolving each full path.
-fn list_dir(dir: &Path, prefix: &str, allow_secrets: &[String]) -> (Listing, Vec<ToList>) {
+fn list_dir(dir: &Path, prefix: &str, allow: Allow<'_>) -> (Listing, Vec<ToList>) {
     let children = fs::read_dir(dir)
         .and_then(|entries| {
             entries
@@ -366,12 +384,16 @@ fn list_dir(dir: &Path, prefix: &str, allow_secrets: &[String]) -> (Listing, Vec
             Some(name) => format!("{prefix}/{name}"),
             None => Path::new(prefix).join(&name).to_string_lossy().into_owned(),
         };
-        let entry = check_entry(&rel, name.to_str().is_some(), &child.path(), || {
-            child.metadata()
-        });
+        let entry = check_entry(
+            &rel,
+            name.to_str().is_some(),
+            &child.path(),
+            || child.metadata(),
+            allow.special_modes,
+        );
         let secret = matches!(&entry, Ok(e) if !matches!(e, Entry::Dir { .. }))
             && looks_like_secret(name.to_str().unwrap_or_default())
-            && !allowed(&rel, allow_secrets);
+            && !allowed(&rel, allow.secrets);
         if let Ok(Entry::Dir { .. }) = entry {
             subdirs.push((child.path(), rel.clone()));
         }
@@ -381,32 +403,33 @@ fn list_dir(dir: &Path, prefix: &str, allow_secrets: &[String]) -> (Listing, Vec
 }
 
 /// What the payload entry at `path` (`rel` from the root) is, or why it
-/// must not ship.
+/// must not ship: in the words of [`rules`], which the agent uses too.
 fn check_entry(
     rel: &str,
     utf8: bool,
     path: &Path,
     metadata: impl FnOnce() -> std::io::Result<fs::Metadata>,
+    allow_special_modes: &[String],
 ) -> Result<Entry, Error> {
     let refused = |reason: String| Error::PayloadEntry {
         path: rel.to_owned(),
         reason,
     };
     if !utf8 {
-        return Err(refused("its name is not valid UTF-8".into()));
+        return Err(refused(rules::NAME_NOT_UTF8.into()));
     }
     if let Err(reason) = manifest::check_entry_path(rel) {
         return Err(refused(reason.into()));
     }
     let meta = metadata().at("cannot read payload entry", path)?;
     let ft = meta.file_type();
-    let mode = meta.permissions().mode() & 0o7777;
+    let mode = Mode(meta.permissions().mode() & 0o7777);
     let entry = if ft.is_dir() {
-        Entry::Dir { mode: Mode(mode) }
+        Entry::Dir { mode }
     } else if ft.is_symlink() {
         let target = fs::read_link(path).at("cannot read symlink", path)?;
         let Some(target) = target.to_str().map(str::to_owned) else {
-            return Err(refused("its symlink target is not valid UTF-8".into()));
+            return Err(refused(rules::TARGET_NOT_UTF8.into()));
         };
         if let Err(reason) = manifest::check_symlink_target(rel, &target) {
             return Err(Error::EscapingSymlink {
@@ -415,30 +438,30 @@ fn check_entry(
                 reason,
             });
         }
-        Entry::Symlink { target }
+        return Ok(Entry::Symlink { target });
     } else if ft.is_file() {
         Entry::File {
             sha256: String::new(),
             size: meta.len(),
-            mode: Mode(mode),
+            mode,
         }
     } else {
-        let kind = if ft.is_socket() {
-            "a socket"
+        let rule = if ft.is_socket() {
+            rules::SOCKET
         } else if ft.is_fifo() {
-            "a fifo"
+            rules::FIFO
         } else if ft.is_block_device() || ft.is_char_device() {
-            "a device node"
+            rules::DEVICE
         } else {
-            "not a file, directory or symlink"
+            rules::OTHER_TYPE
         };
-        return Err(refused(format!("it is {kind}")));
+        return Err(refused(rule.into()));
     };
-    if mode & 0o7000 != 0 && !ft.is_symlink() {
-        return Err(refused(format!(
-            "its mode {:04o} has the setuid, setgid or sticky bit; clear it (`chmod ug-s,o-t`)",
-            mode
-        )));
+    if let Err(reason) = rules::check_mode(rel, mode, allow_special_modes) {
+        return Err(Error::SpecialMode {
+            path: rel.to_owned(),
+            reason,
+        });
     }
     Ok(entry)
 }

@@ -32,6 +32,7 @@ keep_releases = 3           # unpacked releases kept on the node for instant rol
 # shared = ["storage", "log"]        # node-local dirs kept across releases
 # preserve = ["config/local.toml"]   # node-local files carried to the new release
 # env_file = true                    # link the node's env file (secrets) into the release
+# allow_special_modes = ["tmp"]      # paths that may keep setuid/setgid/sticky/world-write bits
 
 [hooks]
 # Executables, run by the agent with BERTH_* variables (docs/hooks.md).
