@@ -50,6 +50,8 @@ pub enum Error {
     NoRepository { package: String },
     #[error("there is no artifact at `{}`", path.display())]
     ArtifactMissing { path: PathBuf },
+    #[error("the artifact `{}` changed while it was being installed", path.display())]
+    ArtifactChanged { path: PathBuf },
     #[error("the install target `{}` exists and is not a symlink", path.display())]
     TargetNotSymlink { path: PathBuf },
     #[error("the {hook} hook of {release} failed ({ending}); nothing was switched")]
@@ -180,6 +182,9 @@ impl Diagnose for Error {
                 "pass `--repo R`, set BERTH_REPO, or set `repository` in agent.toml; or install a file with `--file ARTIFACT`".into()
             }
             Error::ArtifactMissing { .. } => "check the path".into(),
+            Error::ArtifactChanged { .. } => {
+                "something is still writing it: wait until it is complete, then install again".into()
+            }
             Error::TargetNotSymlink { path } => format!(
                 "berth owns the target as a symlink; move `{}` aside (its content can go into the package's payload or a shared dir)",
                 path.display()

@@ -527,8 +527,15 @@ fn obtain(node: &Node, located: Located, progress: &dyn Progress) -> Result<Sour
             if fresh {
                 fsutil::create_dir_all_synced(&node.layout.cache_dir())?;
                 let mut tmp = fsutil::temp_file_in(&node.layout.cache_dir())?;
-                let mut from = fs::File::open(&path).at("cannot open", &path)?;
+                let from = fs::File::open(&path).at("cannot open", &path)?;
+                // Hashed again as it is copied: the file may have changed
+                // since it was first read, and the cache is named by digest.
+                let mut from = digest::HashingReader::new(from);
                 std::io::copy(&mut from, tmp.as_file_mut()).at("cannot write", tmp.path())?;
+                let (copied, _) = from.finish();
+                if copied != sha256 {
+                    return Err(Error::ArtifactChanged { path });
+                }
                 fsutil::persist(tmp, &cached)?;
             }
             Ok(Source {
