@@ -58,15 +58,23 @@ put() {
     printf '%s\n' "$text" >"$1"
 }
 
+# CI's signing key (unencrypted for the demo; CI would keep it encrypted,
+# with BERTH_SIGN_PASSWORD): every index publish and promote write is signed.
+step packager keygen --out keys/ci --unencrypted
+export BERTH_SIGN_KEY=$demo/keys/ci.key
+
 # The node: every path under this root, so nothing needs root privileges
-# (unset on a real node). Its agent.toml follows staging in the repository
-# and gives webapp an env file saying where its database is.
+# (unset on a real node). Its agent.toml follows staging in the repository,
+# trusts only indexes signed by CI's key, and gives webapp an env file
+# saying where its database is.
 export BERTH_ROOT=$demo/node
 db=node/var/lib/webapp/app.db
-mkdir -p node/etc/berth/env
+mkdir -p node/etc/berth/env node/etc/berth/keys
+cp keys/ci.pub node/etc/berth/keys/ci.pub
 put node/etc/berth/agent.toml <<EOF
 repository = "$demo/repo"
 channels = ["staging"]
+trusted_keys = ["/etc/berth/keys/ci.pub"]
 
 [packages.webapp]
 env_file = "/etc/berth/env/webapp.env"

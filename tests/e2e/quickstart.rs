@@ -45,6 +45,17 @@ fn the_quick_start_runs_the_whole_story_v1_v2_migrated_v3_rolled_back_v1_with_da
     let node = env.join("demo/node");
     let db = node.join("var/lib/webapp/app.db");
 
+    // Signed all along: the node trusts CI's key and reads only signed
+    // indexes.
+    assert!(run.stdout.contains("(NOT encrypted), public key"), "{run}");
+    assert!(!run.stderr.contains("not authenticated"), "{run}");
+    for channel in ["staging", "production"] {
+        assert!(
+            env.join(&format!("demo/repo/channels/{channel}/webapp.json.minisig"))
+                .is_file()
+        );
+    }
+
     // v1 installed, a re-run unchanged, promoted; v2 migrated its data.
     for line in [
         "installed webapp@1.4.2+1 from staging",
