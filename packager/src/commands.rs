@@ -78,6 +78,14 @@ fn sign_options(args: SignArgs) -> ops::sign::SignOptions {
     }
 }
 
+/// `, index signed by key K` after a write that signed.
+fn signed(key: &Option<String>) -> String {
+    match key {
+        Some(k) => format!(", index signed by key {k}"),
+        None => String::new(),
+    }
+}
+
 fn short(sha: &str) -> &str {
     &sha[..12.min(sha.len())]
 }
@@ -185,11 +193,12 @@ pub fn run(command: Command) -> Result<(), Failure> {
                     "blob": if r.blob_written { "uploaded" } else { "unchanged" },
                     "changed": r.index_changed || r.blob_written,
                     "sequence": r.sequence,
+                    "signed_by": r.signed_by,
                 }));
             }
             if r.index_changed {
                 out(&format!(
-                    "published {} to {} (sha256 {}, {}, blob {})\n",
+                    "published {} to {} (sha256 {}, {}, blob {}){}\n",
                     r.release,
                     r.channel,
                     short(&r.sha256),
@@ -198,7 +207,8 @@ pub fn run(command: Command) -> Result<(), Failure> {
                         "uploaded"
                     } else {
                         "already present"
-                    }
+                    },
+                    signed(&r.signed_by)
                 ))
             } else {
                 out(&format!(
@@ -234,15 +244,17 @@ pub fn run(command: Command) -> Result<(), Failure> {
                     "sha256": r.sha256,
                     "changed": r.changed,
                     "sequence": r.sequence,
+                    "signed_by": r.signed_by,
                 }));
             }
             if r.changed {
                 out(&format!(
-                    "promoted {} from {} to {} (sha256 {})\n",
+                    "promoted {} from {} to {} (sha256 {}){}\n",
                     r.release,
                     r.from,
                     r.to,
-                    short(&r.sha256)
+                    short(&r.sha256),
+                    signed(&r.signed_by)
                 ))
             } else {
                 out(&format!(
@@ -277,11 +289,17 @@ pub fn run(command: Command) -> Result<(), Failure> {
                     "yanked": r.yanked,
                     "changed": r.changed,
                     "sequence": r.sequence,
+                    "signed_by": r.signed_by,
                 }));
             }
             let state = if r.yanked { "yanked" } else { "not yanked" };
             if r.changed {
-                out(&format!("{} is now {state} in {}\n", r.release, r.channel))
+                out(&format!(
+                    "{} is now {state} in {}{}\n",
+                    r.release,
+                    r.channel,
+                    signed(&r.signed_by)
+                ))
             } else {
                 out(&format!(
                     "unchanged: {} is already {state} in {}\n",

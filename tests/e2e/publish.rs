@@ -24,6 +24,7 @@ fn assert_created(repo_dir: &std::path::Path, art: &Artifact, report: &Value) {
     assert_eq!(report["sha256"], art.sha256.as_str());
     assert_eq!(report["size"], art.size);
     assert_eq!(report["sequence"], 1);
+    assert_eq!(report["signed_by"], Value::Null);
     assert!(repo_dir.join("repo.toml").is_file());
     assert_eq!(blobs(repo_dir), digests(&[art]));
     assert!(blob_path(repo_dir, &art.sha256).is_file());

@@ -139,8 +139,21 @@ fn every_index_write_is_signed_and_the_minisign_cli_verifies_it() {
     let arts = artifacts(&env, "1.0.0", [1, 2]);
     let (a1, a2) = (&arts[0].release(), &arts[1].release());
 
-    publish_signed(&env, &arts[0].path, "staging", "ci.key");
+    let r = publish_signed(&env, &arts[0].path, "staging", "ci.key");
     let comment = minisign_verifies(&env, "staging", &public);
+    // The key id, as minisign's own comment in the .pub names it.
+    let pub_text = fs::read_to_string(&public).unwrap();
+    let key_id = r["signed_by"].as_str().unwrap();
+    assert!(
+        pub_text.contains(key_id.trim_start_matches('0')),
+        "{pub_text} / {r}"
+    );
+    let again = publish_signed(&env, &arts[0].path, "staging", "ci.key");
+    assert_eq!(
+        again["signed_by"],
+        Value::Null,
+        "nothing written, nothing signed"
+    );
     assert!(
         comment.starts_with("berth index channel:staging package:webapp sequence:1 expires:"),
         "{comment}"

@@ -242,6 +242,11 @@ impl Repository {
         self.signer = signer;
     }
 
+    /// The key that signs this repository's writes, if one does.
+    pub fn signer_key_id(&self) -> Option<crate::sign::KeyId> {
+        self.signer.as_ref().map(IndexSigner::key_id)
+    }
+
     /// A channel's index of a package as stored, with its signature if it
     /// has one: the bytes to verify. Read index first; a writer writes the
     /// signature after the index, so a reader that races it may get a

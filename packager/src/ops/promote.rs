@@ -25,6 +25,9 @@ pub struct PromoteReport {
     pub sha256: String,
     pub changed: bool,
     pub sequence: u64,
+    /// The key that signed the index written (none when unchanged or
+    /// unsigned).
+    pub signed_by: Option<String>,
 }
 
 pub fn promote(opts: &PromoteOptions) -> Result<PromoteReport, Error> {
@@ -91,5 +94,9 @@ pub fn promote(opts: &PromoteOptions) -> Result<PromoteReport, Error> {
         sha256: entry.sha256,
         changed,
         sequence: index.sequence,
+        signed_by: repo
+            .signer_key_id()
+            .filter(|_| changed)
+            .map(|k| k.to_string()),
     })
 }

@@ -33,6 +33,9 @@ pub struct PublishReport {
     /// The channel's index changed (false: the release was already in it).
     pub index_changed: bool,
     pub sequence: u64,
+    /// The key that signed the index written (none when unchanged or
+    /// unsigned).
+    pub signed_by: Option<String>,
 }
 
 pub fn publish(opts: &PublishOptions, progress: &dyn Progress) -> Result<PublishReport, Error> {
@@ -121,6 +124,10 @@ pub fn publish(opts: &PublishOptions, progress: &dyn Progress) -> Result<Publish
                     blob_written,
                     index_changed: changed,
                     sequence: index.sequence,
+                    signed_by: repo
+                        .signer_key_id()
+                        .filter(|_| changed)
+                        .map(|k| k.to_string()),
                 });
             }
             Err(Error::Repo(RepoError::Vanished { .. })) if attempt < 2 => continue,

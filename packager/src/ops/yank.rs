@@ -23,6 +23,9 @@ pub struct YankReport {
     pub yanked: bool,
     pub changed: bool,
     pub sequence: u64,
+    /// The key that signed the index written (none when unchanged or
+    /// unsigned).
+    pub signed_by: Option<String>,
 }
 
 pub fn yank(opts: &YankOptions) -> Result<YankReport, Error> {
@@ -60,5 +63,9 @@ pub fn yank(opts: &YankOptions) -> Result<YankReport, Error> {
         yanked: want,
         changed,
         sequence: index.sequence,
+        signed_by: repo
+            .signer_key_id()
+            .filter(|_| changed)
+            .map(|k| k.to_string()),
     })
 }
