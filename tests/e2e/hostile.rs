@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::time::Instant;
 
 use berth_core::manifest::{Entry, Manifest};
 use berth_core::rules;
@@ -534,7 +533,6 @@ fn corpus(outside: &Path) -> Vec<Case> {
 
 #[test]
 fn every_hostile_artifact_is_refused_and_changes_nothing() {
-    let started = Instant::now();
     let node = Node::new();
     let v1 = rel("1.0.0", 1);
     node.publish(&v1);
@@ -601,11 +599,6 @@ fn every_hostile_artifact_is_refused_and_changes_nothing() {
         }
     }
     node.assert_current(&v1.vb());
-    assert!(
-        started.elapsed().as_secs() < 30,
-        "the corpus took {:?}",
-        started.elapsed()
-    );
 }
 
 /// The transactions in the journal, one line each.
