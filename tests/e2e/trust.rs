@@ -322,6 +322,150 @@ fn signing_refusals_change_nothing() {
 }
 
 #[test]
+fn promote_signs_only_what_the_key_signed_before() {
+    let env = TestEnv::new();
+    keygen(&env, "ci");
+    keygen(&env, "old");
+    let arts = artifacts(&env, "1.0.0", [1]);
+    let a1 = arts[0].release();
+    let promote = |key: &str| {
+        vec![
+            "promote".to_owned(),
+            a1.clone(),
+            "--from".into(),
+            "staging".into(),
+            "--to".into(),
+            "production".into(),
+            "--repo".into(),
+            REPO.into(),
+            "--sign-key".into(),
+            key.into(),
+        ]
+    };
+    // From a channel nobody signed: refused, nothing written.
+    env.packager([
+        "publish",
+        &arts[0].path,
+        "--repo",
+        REPO,
+        "--channel",
+        "staging",
+    ])
+    .ok();
+    let run = refused(&env, &promote("ci.key"), 2);
+    assert_says(
+        &run,
+        "stderr",
+        &[
+            "is not signed",
+            "would vouch for entries nobody signed",
+            "packager resign --channel staging",
+        ],
+    );
+    // Signed by another key (an earlier one, or an intruder's).
+    env.packager(["resign", "--repo", REPO, "--sign-key", "old.key"])
+        .ok();
+    let run = refused(&env, &promote("ci.key"), 2);
+    assert_says(
+        &run,
+        "stderr",
+        &["does not verify with the signing key", "not trusted"],
+    );
+    // Signed by this key but altered since: an intruder pointed the
+    // release at other bytes.
+    env.packager(["resign", "--repo", REPO, "--sign-key", "ci.key"])
+        .ok();
+    let path = env.join(REPO).join("channels/staging/webapp.json");
+    let text = fs::read_to_string(&path).unwrap();
+    let sha = arts[0].sha256.as_str();
+    fs::write(&path, text.replace(sha, &"0".repeat(64))).unwrap();
+    let run = refused(&env, &promote("ci.key"), 2);
+    assert_says(
+        &run,
+        "stderr",
+        &["does not verify", "does not match the data"],
+    );
+    // As it was signed: promoted and signed.
+    fs::write(&path, text).unwrap();
+    env.packager(promote("ci.key")).ok();
+}
+
+#[test]
+fn a_signed_write_never_vouches_for_entries_its_key_did_not_sign() {
+    let env = TestEnv::new();
+    keygen(&env, "ci");
+    let arts = artifacts(&env, "1.0.0", [1, 2, 3]);
+    let publish = |i: usize| {
+        vec![
+            "publish".to_owned(),
+            arts[i].path.clone(),
+            "--repo".into(),
+            REPO.into(),
+            "--channel".into(),
+            "staging".into(),
+            "--sign-key".into(),
+            "ci.key".into(),
+        ]
+    };
+    // A channel published unsigned is adopted only on purpose, by resign.
+    env.packager([
+        "publish",
+        &arts[0].path,
+        "--repo",
+        REPO,
+        "--channel",
+        "staging",
+    ])
+    .ok();
+    let run = refused(&env, &publish(1), 2);
+    assert_says(
+        &run,
+        "stderr",
+        &["is not signed", "packager resign --channel staging"],
+    );
+    env.packager(["resign", "--repo", REPO, "--sign-key", "ci.key"])
+        .ok();
+    env.packager(publish(1)).ok();
+    // An intruder adds an entry to the signed index: the next signed
+    // publish refuses to sign it along, and uploads nothing.
+    let path = env.join(REPO).join("channels/staging/webapp.json");
+    let text = fs::read_to_string(&path).unwrap();
+    let mut idx: Value = serde_json::from_str(&text).unwrap();
+    let mut evil = idx["releases"][1].clone();
+    evil["build"] = 99.into();
+    evil["sha256"] = "e".repeat(64).into();
+    idx["releases"].as_array_mut().unwrap().push(evil);
+    fs::write(&path, serde_json::to_vec_pretty(&idx).unwrap()).unwrap();
+    let run = refused(&env, &publish(2), 2);
+    assert_says(
+        &run,
+        "stderr",
+        &[
+            "does not verify with the signing key",
+            "may have been altered",
+        ],
+    );
+    for cmd in [
+        vec![
+            "yank",
+            &arts[1].release(),
+            "--channel",
+            "staging",
+            "--repo",
+            REPO,
+            "--sign-key",
+            "ci.key",
+        ],
+        vec!["gc", "--repo", REPO, "--keep", "1", "--sign-key", "ci.key"],
+    ] {
+        let run = refused(&env, &cmd, 2);
+        assert_says(&run, "stderr", &["does not verify with the signing key"]);
+    }
+    fs::write(&path, text).unwrap();
+    env.packager(publish(2)).ok();
+}
+
+#[test]
 fn twenty_signed_publishers_at_once_leave_a_verified_index() {
     let env = TestEnv::new();
     let (_, public) = keygen(&env, "ci");

@@ -93,6 +93,24 @@ pub enum RepoError {
         channel: String,
         package: String,
     },
+    #[error(
+        "the index of `{package}` in channel `{channel}` at `{repo}` is not signed: signing a change to it, or what is copied from it, would vouch for entries nobody signed"
+    )]
+    UnsignedContent {
+        repo: String,
+        channel: String,
+        package: String,
+    },
+    #[error(
+        "the index of `{package}` in channel `{channel}` at `{repo}` does not verify with the signing key, so what it lists may have been altered: {source}"
+    )]
+    ContentSignature {
+        repo: String,
+        channel: String,
+        package: String,
+        #[source]
+        source: Box<SignError>,
+    },
     #[error("cannot sign the index of `{package}` in channel `{channel}`: {source}")]
     Sign {
         channel: String,
@@ -136,6 +154,12 @@ impl Diagnose for RepoError {
                 "pass `--sign-key FILE` (or set BERTH_SIGN_KEY) with the channel's secret key; to stop signing it on purpose, delete its `.minisig` first".into(),
             ),
             RepoError::Sign { source, .. } => source.hint(),
+            RepoError::UnsignedContent { channel, .. } => Some(format!(
+                "if its content is what you published (`packager list --channel {channel}`), adopt it on purpose: `packager resign --channel {channel} --sign-key KEY`"
+            )),
+            RepoError::ContentSignature { channel, .. } => Some(format!(
+                "if the channel was signed with an earlier key, re-sign it with the current one (`packager resign --channel {channel}`, docs/trust.md); otherwise check the repository before promoting anything"
+            )),
             _ => None,
         }
     }
@@ -242,6 +266,71 @@ impl Repository {
         self.signer = signer;
     }
 
+    /// A channel's index of a package to copy entries from into an index
+    /// this repository signs: with a signer, it must be signed by that
+    /// same key, or the copy would sign what an intruder wrote. Without a
+    /// signer, [`Repository::index`].
+    pub fn index_to_copy_from(
+        &self,
+        channel: &str,
+        package: &str,
+    ) -> Result<Option<ChannelIndex>, RepoError> {
+        let Some(signer) = &self.signer else {
+            return self.index(channel, package);
+        };
+        // The index and its signature, read while no writer is between
+        // the two.
+        let stored = {
+            let _lock = self.backend.lock()?;
+            self.index_bytes(channel, package)?
+        };
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        self.check_signed_by(signer, channel, package, &stored)?;
+        self.parse_index(
+            &index_key(channel, package),
+            &stored.bytes,
+            channel,
+            package,
+        )
+        .map(Some)
+    }
+
+    /// Refuses an index that `signer`'s own key did not sign as it is.
+    fn check_signed_by(
+        &self,
+        signer: &IndexSigner,
+        channel: &str,
+        package: &str,
+        stored: &StoredIndex,
+    ) -> Result<(), RepoError> {
+        let Some(signature) = &stored.signature else {
+            return Err(RepoError::UnsignedContent {
+                repo: self.location(),
+                channel: channel.to_owned(),
+                package: package.to_owned(),
+            });
+        };
+        let checked = std::str::from_utf8(signature)
+            .map_err(|_| SignError::Malformed {
+                kind: crate::sign::Kind::Signature,
+                origin: format!("`{}`", signature_key(channel, package)),
+                reason: "it is not UTF-8 text".into(),
+            })
+            .and_then(crate::sign::Signature::parse)
+            .and_then(|sig| crate::sign::verify(&[signer.public_key()], &stored.bytes[..], &sig));
+        match checked {
+            Ok(_) => Ok(()),
+            Err(source) => Err(RepoError::ContentSignature {
+                repo: self.location(),
+                channel: channel.to_owned(),
+                package: package.to_owned(),
+                source: Box::new(source),
+            }),
+        }
+    }
+
     /// The key that signs this repository's writes, if one does.
     pub fn signer_key_id(&self) -> Option<crate::sign::KeyId> {
         self.signer.as_ref().map(IndexSigner::key_id)
@@ -339,6 +428,30 @@ impl Repository {
         package: &str,
         f: &mut dyn FnMut(&mut ChannelIndex) -> Result<bool, E>,
     ) -> Result<(ChannelIndex, bool), E> {
+        self.update(channel, package, false, f)
+    }
+
+    /// [`Repository::update_index`] for `packager resign`: with a signer,
+    /// the index is signed as it is found, whoever signed it before (or
+    /// nobody): the operator's explicit act of adopting its content, as
+    /// after a key rotation. Every other write refuses to sign a change to
+    /// an index its key did not sign as it is.
+    pub fn adopt_index<E: From<RepoError>>(
+        &self,
+        channel: &str,
+        package: &str,
+        f: &mut dyn FnMut(&mut ChannelIndex) -> Result<bool, E>,
+    ) -> Result<(ChannelIndex, bool), E> {
+        self.update(channel, package, true, f)
+    }
+
+    fn update<E: From<RepoError>>(
+        &self,
+        channel: &str,
+        package: &str,
+        adopt: bool,
+        f: &mut dyn FnMut(&mut ChannelIndex) -> Result<bool, E>,
+    ) -> Result<(ChannelIndex, bool), E> {
         name::check_channel(channel).map_err(RepoError::from)?;
         name::check_package_name(package).map_err(RepoError::from)?;
         let key = index_key(channel, package);
@@ -358,6 +471,16 @@ impl Repository {
                     return Err(RepoError::Aborted);
                 }
             };
+            if changed
+                && !adopt
+                && let (Some(signer), Some(bytes)) = (&self.signer, current)
+            {
+                let stored = StoredIndex {
+                    bytes: bytes.to_vec(),
+                    signature: self.backend.read(&signature_key(channel, package))?,
+                };
+                self.check_signed_by(signer, channel, package, &stored)?;
+            }
             let write = if changed {
                 index.sequence += 1;
                 index.updated = jiff::Timestamp::now();
@@ -377,14 +500,21 @@ impl Repository {
         Ok((index, wrote))
     }
 
-    /// Refuses early what [`Repository::update_index`] would refuse for
-    /// lack of a signer, before a command uploads anything.
+    /// Refuses early what [`Repository::update_index`] would refuse about
+    /// signing (no key for a signed index; a key that did not sign the
+    /// index as it is), before a command uploads anything.
     pub fn check_signing(&self, channel: &str, package: &str) -> Result<(), RepoError> {
-        if self.signer.is_none()
-            && self
-                .backend
-                .size(&signature_key(channel, package))?
-                .is_some()
+        if let Some(signer) = &self.signer {
+            // The index and its signature are two objects: read them while
+            // no writer is between the two.
+            let _lock = self.backend.lock()?;
+            if let Some(stored) = self.index_bytes(channel, package)? {
+                self.check_signed_by(signer, channel, package, &stored)?;
+            }
+        } else if self
+            .backend
+            .size(&signature_key(channel, package))?
+            .is_some()
         {
             return Err(RepoError::SigningKeyNeeded {
                 repo: self.location(),

@@ -115,6 +115,11 @@ impl IndexSigner {
         self.key.key_id()
     }
 
+    /// The public half of the signing key.
+    pub fn public_key(&self) -> PublicKey {
+        self.key.public_key()
+    }
+
     /// Sets the index's expiry from `now`, and returns its bytes and the
     /// text of their signature.
     pub(crate) fn sign(

@@ -43,7 +43,9 @@ pub fn promote(opts: &PromoteOptions) -> Result<PromoteReport, Error> {
         channel: opts.from.clone(),
         repo: opts.repo.clone(),
     };
-    let source = repo.index(&opts.from, &release.name)?.ok_or_else(not_in)?;
+    let source = repo
+        .index_to_copy_from(&opts.from, &release.name)?
+        .ok_or_else(not_in)?;
     let entry = source
         .get(&release.version, release.build)
         .ok_or_else(not_in)?

@@ -148,7 +148,7 @@ pub fn resign(opts: &ResignOptions) -> Result<ResignReport, Error> {
     let mut resigned = Vec::new();
     for (channel, package) in chosen {
         let (index, _) =
-            repo.update_index(&channel, &package, &mut |index| -> Result<bool, Error> {
+            repo.adopt_index(&channel, &package, &mut |index| -> Result<bool, Error> {
                 // update_index adds one to the sequence.
                 if let Some(min) = opts.sequence {
                     index.sequence = index.sequence.max(min.saturating_sub(1));
