@@ -43,6 +43,7 @@ declare -A extra=([manifest]= [index]= [artifact]=-detect_leaks=0)
 
 # Debug assertions on (-a): integer overflow is a finding too.
 cargo +nightly fuzz build -a
+rm -rf target/seeds
 cargo +nightly run -q -p berth-fuzz-seeds -- target/seeds
 
 mkdir -p runs
@@ -62,7 +63,9 @@ for target in "${targets[@]}"; do
     cargo +nightly fuzz run -a "$target" "corpus/$target" "target/seeds/$target" -- \
         "${common[@]}" -max_len="${max_len[$target]}" -max_total_time="$seconds" ${extra[$target]} \
         >"$log" 2>&1 || status=$?
-    elapsed=$(($(date +%s) - start))
+    # libFuzzer's own figure when it got to the end, else the wall time.
+    elapsed=$(grep -o '^Done [0-9]* runs in [0-9]* second' "$log" | grep -o '[0-9]* second' | grep -o '[0-9]*')
+    [ -n "$elapsed" ] || elapsed=$(($(date +%s) - start))
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
     [ -n "$execs" ] || execs=$(grep -o '^#[0-9]*' "$log" | tail -1 | tr -d '#')
     new=$(comm -13 <(echo "$before") <(ls "artifacts/$target" | sort) | sed "s|^|fuzz/artifacts/$target/|")

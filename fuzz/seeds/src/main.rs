@@ -4,6 +4,11 @@
 //! manifest, a channel index and a signature and public key of it. The
 //! same program writes the same artifact bytes every time; the key and
 //! the signature are new each run.
+//!
+//! `seeds --tar-bombs DIR` writes instead two `artifact` inputs of about
+//! 100 KiB for a known gap in reading tar headers: a GNU long-name entry
+//! and a PAX header each claiming 3 GiB, followed by as many zeros, which
+//! the tar crate reads whole into memory before the first entry.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -24,10 +29,18 @@ const CHANNEL: &str = "stable";
 const PACKAGE: &str = "webapp";
 
 fn main() {
-    let out = std::env::args_os()
-        .nth(1)
-        .expect("usage: seeds DIR (writes DIR/manifest, DIR/index, DIR/artifact)");
-    let out = Path::new(&out);
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    if let [flag, dir] = &args[..]
+        && flag == "--tar-bombs"
+    {
+        return tar_bombs(Path::new(dir));
+    }
+    let [out] = &args[..] else {
+        panic!(
+            "usage: seeds DIR (writes DIR/manifest, DIR/index, DIR/artifact) | seeds --tar-bombs DIR"
+        );
+    };
+    let out = Path::new(out);
     let work = tempfile::tempdir().expect("a temporary directory");
 
     let (artifact, manifest) = artifact(work.path());
@@ -218,5 +231,34 @@ fn minimal_manifest() -> Manifest {
         rollback: Rollback::default(),
         hook_files: BTreeMap::new(),
         files: BTreeMap::new(),
+    }
+}
+
+/// The inputs of `--tar-bombs` (see the module docs): `longname-bomb` and
+/// `pax-bomb`, artifacts as they are ([`berth_fuzz_seeds::RAW`]).
+fn tar_bombs(out: &Path) {
+    use std::io::Write;
+    const SIZE: u64 = 3 << 30;
+    fs::create_dir_all(out).expect("the output directory");
+    for (name, kind, entry) in [
+        ("longname-bomb", b'L', &b"././@LongLink"[..]),
+        ("pax-bomb", b'x', &b"PaxHeaders/x"[..]),
+    ] {
+        let mut header = [0u8; 512];
+        header[..entry.len()].copy_from_slice(entry);
+        header[100..108].copy_from_slice(b"0000644\0");
+        header[124..136].copy_from_slice(format!("{SIZE:011o}\0").as_bytes());
+        header[156] = kind;
+        header[257..265].copy_from_slice(b"ustar  \0");
+        berth_fuzz_seeds::fix_checksums(&mut header);
+        let mut input = vec![berth_fuzz_seeds::RAW];
+        let mut zstd = zstd::stream::write::Encoder::new(&mut input, 1).expect("an encoder");
+        zstd.write_all(&header).expect("compressing");
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..SIZE >> 20 {
+            zstd.write_all(&zeros).expect("compressing");
+        }
+        zstd.finish().expect("compressing");
+        fs::write(out.join(name), &input).expect("an input file");
     }
 }
