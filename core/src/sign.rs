@@ -862,11 +862,13 @@ fn le_u64(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// Non-empty lines, without their `\r\n` or `\n`, so files edited on
-/// another system or missing the final newline still read.
+/// Non-empty lines, each ending at its first `\r` as minisign reads them
+/// (its `trim` zeroes every CR and LF): files edited on another system or
+/// missing the final newline still read, and a comment is the one the CLI
+/// verifies, which a parsed signature also writes back as it read it.
 fn lines(text: &str) -> impl Iterator<Item = &str> {
     text.split('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .map(|l| l.split_once('\r').map_or(l, |(line, _)| line))
         .filter(|l| !l.trim().is_empty())
 }
 
@@ -949,6 +951,37 @@ mod tests {
         // CRLF and a missing final newline still read.
         let crlf = text.replace('\n', "\r\n");
         assert_eq!(Signature::parse(crlf.trim_end()).unwrap(), sig);
+    }
+
+    /// Found by the `index` fuzz target: a comment line ending in two CRs
+    /// kept one, so the signature did not round-trip through its text, and
+    /// the global signature was checked over another comment than the
+    /// CLI's, which ends every line at its first CR.
+    #[test]
+    fn lines_end_at_their_first_carriage_return_as_in_the_cli() {
+        let dir = tempfile::tempdir().unwrap();
+        let kp = pair();
+        kp.write(&dir.path().join("k")).unwrap();
+        let msg = b"an index\n";
+        fs::write(dir.path().join("index"), msg).unwrap();
+        let sig = sign_bytes(&kp.secret, msg, "sequence:3");
+        for ending in ["\r\r", "\r\r\r\r\r", "\rjunk"] {
+            let text = sig
+                .to_text()
+                .replace("sequence:3\n", &format!("sequence:3{ending}\n"));
+            let parsed = Signature::parse(&text).unwrap();
+            assert_eq!(parsed, sig, "{ending:?}");
+            assert_eq!(Signature::parse(&parsed.to_text()).unwrap(), parsed);
+            verify(std::slice::from_ref(&kp.public), &msg[..], &parsed).unwrap();
+            fs::write(dir.path().join("index.minisig"), &text).unwrap();
+            ok(&minisign(
+                dir.path(),
+                &["-V", "-p", "k.pub", "-m", "index"],
+                "",
+            ));
+        }
+        let key = kp.public.to_text().replace('\n', "\r\r\n");
+        assert_eq!(PublicKey::parse(&key).unwrap(), kp.public);
     }
 
     #[test]
