@@ -316,8 +316,13 @@ pub enum ManifestError {
     Entry { path: String, reason: String },
 }
 
+/// The longest file name (one path component) Linux filesystems take
+/// (`NAME_MAX`).
+pub const MAX_NAME_BYTES: usize = 255;
+
 /// Checks a path inside the payload (or under `hooks/`): relative, `/`
-/// separated, no empty, `.` or `..` components, no backslash or NUL.
+/// separated, no empty, `.` or `..` components, none longer than
+/// [`MAX_NAME_BYTES`], no backslash or NUL.
 pub fn check_entry_path(path: &str) -> Result<(), &'static str> {
     if path.is_empty() {
         return Err("the path is empty");
@@ -336,6 +341,11 @@ pub fn check_entry_path(path: &str) -> Result<(), &'static str> {
             "" => return Err("empty path components (`//` or a trailing `/`) are not allowed"),
             "." => return Err("`.` components are not allowed"),
             ".." => return Err("`..` components are not allowed"),
+            c if c.len() > MAX_NAME_BYTES => {
+                return Err(
+                    "a path component is longer than 255 bytes, the most a Linux filesystem takes",
+                );
+            }
             _ => {}
         }
     }
@@ -717,6 +727,12 @@ mod tests {
         ] {
             assert!(check_entry_path(bad).is_err(), "{bad:?}");
         }
+        let longest = "n".repeat(MAX_NAME_BYTES);
+        assert!(check_entry_path(&format!("a/{longest}")).is_ok());
+        assert_eq!(
+            check_entry_path(&format!("a/{longest}n/b")),
+            Err("a path component is longer than 255 bytes, the most a Linux filesystem takes")
+        );
     }
 
     #[test]

@@ -520,6 +520,20 @@ fn corpus(outside: &Path) -> Vec<Case> {
     }
     let long: Vec<(&str, Entry)> = long.iter().map(|(p, e)| (p.as_str(), e.clone())).collect();
     let last = long.last().unwrap().0;
+    let name = "n".repeat(256);
+    cases.push(case(
+        "a file name longer than 255 bytes",
+        art(&listing(&[(&name, x())]), |t| {
+            t.long(b'L', format!("files/{name}").as_bytes()).file(
+                format!("files/{name}"),
+                0o644,
+                X,
+            );
+        }),
+        &[&format!(
+            "the manifest lists `{name}`: a path component is longer than 255 bytes"
+        )],
+    ));
     cases.push(Case {
         verify: false,
         ..case(
