@@ -226,6 +226,7 @@ fn minimal_manifest() -> Manifest {
             shared: vec![],
             preserve: vec![],
             env_file: false,
+            allow_special_modes: vec![],
         },
         hooks: Hooks::default(),
         rollback: Rollback::default(),
