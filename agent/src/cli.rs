@@ -23,6 +23,7 @@ use crate::commands;
         unknown key, foreign, expired or older than one already accepted (nothing changed).\n\n\
         Examples:\n  \
         agent --repo /srv/berth --channel staging install webapp\n  \
+        agent --trusted-key /etc/berth/keys/ci.pub --repo /srv/berth --channel staging install webapp\n  \
         agent install --file webapp_1.4.2+173.tar.zst\n  \
         agent status\n  \
         agent rollback webapp\n  \

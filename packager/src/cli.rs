@@ -238,7 +238,9 @@ pub enum Command {
         a new `expires` and a new signature. Run it on a schedule well within `--expires`, so \
         agents never see an expired index; and after moving to a new key (docs/trust.md). \
         After restoring the repository from a backup, `--sequence N` moves every index past the \
-        sequences nodes already accepted.\n\n\
+        sequences nodes already accepted. It is the one command that signs an index as it finds \
+        it (every other write first checks that its key signed what is there): after anything \
+        unusual, look at what it will sign (`packager list`) first.\n\n\
         Examples:\n  \
         packager resign --repo /srv/berth --sign-key ci.key\n  \
         packager resign --repo /srv/berth --sign-key ci.key --channel production --expires 7d\n  \
