@@ -74,11 +74,6 @@ impl Trust {
     pub fn is_authenticated(&self) -> bool {
         !self.keys.is_empty()
     }
-
-    #[cfg(test)]
-    pub fn with_keys(keys: Vec<PublicKey>) -> Trust {
-        Trust { keys }
-    }
 }
 
 /// Reads indexes from a repository the way the node's trust says, and

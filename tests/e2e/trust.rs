@@ -104,16 +104,7 @@ fn keygen_writes_a_minisign_pair_and_never_an_unasked_unencrypted_key() {
     env.set("BERTH_SIGN_PASSWORD", "wrong");
     let run = refused(
         &env,
-        &[
-            "publish",
-            &arts[0].path,
-            "--repo",
-            REPO,
-            "--channel",
-            "staging",
-            "--sign-key",
-            "keys/enc.key",
-        ],
+        &publish_args(&arts[0].path, "staging", &["--sign-key", "keys/enc.key"]),
         2,
     );
     assert_says(&run, "stderr", &["wrong password", "BERTH_SIGN_PASSWORD"]);
@@ -124,12 +115,20 @@ fn keygen_writes_a_minisign_pair_and_never_an_unasked_unencrypted_key() {
 }
 
 fn publish_signed(env: &TestEnv, artifact: &str, channel: &str, key: &str) -> Value {
-    env.packager(sign_args(
-        key,
-        &["publish", artifact, "--repo", REPO, "--channel", channel],
+    env.packager(publish_args(
+        artifact,
+        channel,
+        &["--sign-key", key, "--json"],
     ))
     .ok()
     .json()
+}
+
+/// `publish ARTIFACT --repo repo --channel CHANNEL EXTRA...`.
+fn publish_args(artifact: &str, channel: &str, extra: &[&str]) -> Vec<String> {
+    let mut all = args(&["publish", artifact, "--repo", REPO, "--channel", channel]);
+    all.extend(args(extra));
+    all
 }
 
 #[test]
@@ -231,18 +230,7 @@ fn signing_refusals_change_nothing() {
     let arts = artifacts(&env, "1.0.0", [1, 2]);
     publish_signed(&env, &arts[0].path, "staging", "ci.key");
     // An unsigned write into a signed channel would leave it unsigned.
-    let run = refused(
-        &env,
-        &[
-            "publish",
-            &arts[1].path,
-            "--repo",
-            REPO,
-            "--channel",
-            "staging",
-        ],
-        2,
-    );
+    let run = refused(&env, &publish_args(&arts[1].path, "staging", &[]), 2);
     assert_says(&run, "stderr", &["is signed", "--sign-key", ".minisig"]);
     let a1 = arts[0].release();
     let run = refused(
@@ -254,34 +242,18 @@ fn signing_refusals_change_nothing() {
     // `--expires` means nothing without a key; a bad lifetime is refused.
     let run = refused(
         &env,
-        &[
-            "publish",
-            &arts[1].path,
-            "--repo",
-            REPO,
-            "--channel",
-            "dev",
-            "--expires",
-            "1d",
-        ],
+        &publish_args(&arts[1].path, "dev", &["--expires", "1d"]),
         2,
     );
     assert_says(&run, "stderr", &["no signing key"]);
     for bad in ["0h", "30", "1y", "99999w"] {
         let run = refused(
             &env,
-            &[
-                "publish",
+            &publish_args(
                 &arts[1].path,
-                "--repo",
-                REPO,
-                "--channel",
                 "staging",
-                "--sign-key",
-                "ci.key",
-                "--expires",
-                bad,
-            ],
+                &["--sign-key", "ci.key", "--expires", bad],
+            ),
             2,
         );
         assert_says(&run, "stderr", &[bad]);
@@ -290,16 +262,7 @@ fn signing_refusals_change_nothing() {
     write(&env.join("bogus.key"), "not a key\n");
     let run = refused(
         &env,
-        &[
-            "publish",
-            &arts[1].path,
-            "--repo",
-            REPO,
-            "--channel",
-            "staging",
-            "--sign-key",
-            "bogus.key",
-        ],
+        &publish_args(&arts[1].path, "staging", &["--sign-key", "bogus.key"]),
         2,
     );
     assert_says(&run, "stderr", &["not a minisign secret key"]);
@@ -343,15 +306,8 @@ fn promote_signs_only_what_the_key_signed_before() {
         ]
     };
     // From a channel nobody signed: refused, nothing written.
-    env.packager([
-        "publish",
-        &arts[0].path,
-        "--repo",
-        REPO,
-        "--channel",
-        "staging",
-    ])
-    .ok();
+    env.packager(publish_args(&arts[0].path, "staging", &[]))
+        .ok();
     let run = refused(&env, &promote("ci.key"), 2);
     assert_says(
         &run,
@@ -395,28 +351,10 @@ fn a_signed_write_never_vouches_for_entries_its_key_did_not_sign() {
     let env = TestEnv::new();
     keygen(&env, "ci");
     let arts = artifacts(&env, "1.0.0", [1, 2, 3]);
-    let publish = |i: usize| {
-        vec![
-            "publish".to_owned(),
-            arts[i].path.clone(),
-            "--repo".into(),
-            REPO.into(),
-            "--channel".into(),
-            "staging".into(),
-            "--sign-key".into(),
-            "ci.key".into(),
-        ]
-    };
+    let publish = |i: usize| publish_args(&arts[i].path, "staging", &["--sign-key", "ci.key"]);
     // A channel published unsigned is adopted only on purpose, by resign.
-    env.packager([
-        "publish",
-        &arts[0].path,
-        "--repo",
-        REPO,
-        "--channel",
-        "staging",
-    ])
-    .ok();
+    env.packager(publish_args(&arts[0].path, "staging", &[]))
+        .ok();
     let run = refused(&env, &publish(1), 2);
     assert_says(
         &run,
@@ -473,18 +411,7 @@ fn twenty_signed_publishers_at_once_leave_a_verified_index() {
     let arts = artifacts(&env, "1.0.0", builds.clone());
     let commands: Vec<Vec<String>> = arts
         .iter()
-        .map(|a| {
-            args(&[
-                "publish",
-                &a.path,
-                "--repo",
-                REPO,
-                "--channel",
-                "staging",
-                "--sign-key",
-                "ci.key",
-            ])
-        })
+        .map(|a| publish_args(&a.path, "staging", &["--sign-key", "ci.key"]))
         .collect();
     for run in run_all(&env, &commands) {
         run.ok();
