@@ -481,6 +481,21 @@ fn a_node_that_trusts_the_key_installs_and_remembers_the_sequence() {
     node.install("webapp", &[]).ok();
     node.assert_current(&v2.vb());
     assert_eq!(node.sql("SELECT sequence FROM channel_sequences"), "2");
+    assert!(!run.stderr.contains("warning"), "{run}");
+    // An index that expires within three days still works, with a warning
+    // that the publisher is late re-signing.
+    node.env
+        .packager(["resign", "--repo", REPO, "--expires", "2d"])
+        .ok();
+    let run = node.install("webapp", &[]).ok();
+    assert_says(
+        &run,
+        "stderr",
+        &[
+            "warning: the index of `webapp` in channel `staging` expires at",
+            "packager resign",
+        ],
+    );
 }
 
 #[test]
