@@ -421,6 +421,14 @@ pub fn run(command: Command) -> Result<(), Failure> {
                 sequence,
                 sign: sign_options(sign),
             })?;
+            for x in &r.resigned {
+                if let ops::sign::Before::Invalid(why) = &x.before {
+                    berth_cli::warn(&format!(
+                        "the index of {} in {} did not verify before it was signed again ({why}): it was altered, or a publish stopped between writing it and its signature; check what it lists",
+                        x.package, x.channel
+                    ));
+                }
+            }
             if json {
                 return out_json(&json!({
                     "repository": r.repository,
@@ -430,6 +438,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
                         "package": x.package,
                         "sequence": x.sequence,
                         "expires": x.expires,
+                        "before": x.before.describe(),
                     })).collect::<Vec<_>>(),
                     "changed": true,
                 }));
@@ -437,12 +446,13 @@ pub fn run(command: Command) -> Result<(), Failure> {
             let mut text = String::new();
             for x in &r.resigned {
                 text.push_str(&format!(
-                    "signed {} in {} with key {}: sequence {}, expires {}\n",
+                    "signed {} in {} with key {}: sequence {}, expires {} (before: {})\n",
                     x.package,
                     x.channel,
                     r.key_id,
                     x.sequence,
-                    x.expires.strftime("%Y-%m-%d %H:%M:%S UTC")
+                    x.expires.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                    x.before.describe()
                 ));
             }
             out(&text)

@@ -220,6 +220,7 @@ fn every_index_write_is_signed_and_the_minisign_cli_verifies_it() {
         .json();
     assert_eq!(r["resigned"].as_array().unwrap().len(), 1);
     assert_eq!(r["resigned"][0]["sequence"], 100);
+    assert_eq!(r["resigned"][0]["before"], "signed by this key");
     assert!(minisign_verifies(&env, "staging", &public).contains("sequence:100 "));
 }
 
@@ -319,8 +320,11 @@ fn promote_signs_only_what_the_key_signed_before() {
         ],
     );
     // Signed by another key (an earlier one, or an intruder's).
-    env.packager(["resign", "--repo", REPO, "--sign-key", "old.key"])
-        .ok();
+    let old = env
+        .packager(["resign", "--repo", REPO, "--sign-key", "old.key", "--json"])
+        .ok()
+        .json();
+    assert_eq!(old["resigned"][0]["before"], "unsigned");
     let run = refused(&env, &promote("ci.key"), 2);
     assert_says(
         &run,
@@ -329,8 +333,14 @@ fn promote_signs_only_what_the_key_signed_before() {
     );
     // Signed by this key but altered since: an intruder pointed the
     // release at other bytes.
-    env.packager(["resign", "--repo", REPO, "--sign-key", "ci.key"])
-        .ok();
+    let adopted = env
+        .packager(["resign", "--repo", REPO, "--sign-key", "ci.key", "--json"])
+        .ok()
+        .json();
+    assert_eq!(
+        adopted["resigned"][0]["before"],
+        format!("signed by key {}", old["key_id"].as_str().unwrap())
+    );
     let path = env.join(REPO).join("channels/staging/webapp.json");
     let text = fs::read_to_string(&path).unwrap();
     let sha = arts[0].sha256.as_str();
@@ -560,6 +570,21 @@ fn a_tampered_index_is_refused() {
         &run,
         "stderr",
         &["forged or tampered", "does not match the data"],
+    );
+    // The publisher's resign signs it again, and says it did not hold.
+    let run = node.env.packager(["resign", "--repo", REPO, "--json"]).ok();
+    assert_says(
+        &run,
+        "stderr",
+        &["did not verify before it was signed again"],
+    );
+    let before = run.json()["resigned"][0]["before"].clone();
+    assert!(
+        before
+            .as_str()
+            .unwrap()
+            .starts_with("signature did not hold: the signature by key"),
+        "{run}"
     );
 }
 

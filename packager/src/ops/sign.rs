@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use berth_core::name;
 use berth_core::repo::{IndexSigner, Lifetime, Open, Repository};
-use berth_core::sign::{KeyId, KeyPair, SecretKey};
+use berth_core::sign::{self, KeyId, KeyPair, PublicKey, SecretKey, Signature};
 
 use crate::Error;
 
@@ -108,6 +108,56 @@ pub struct Resigned {
     pub package: String,
     pub sequence: u64,
     pub expires: jiff::Timestamp,
+    /// How the index was signed before.
+    pub before: Before,
+}
+
+/// How an index was signed before `resign` signed it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Before {
+    Unsigned,
+    /// By the signing key, and the signature held.
+    ThisKey,
+    /// By another key (an earlier one, after a rotation), not checked.
+    OtherKey(String),
+    /// By the signing key, or unreadable, and it did not hold: the index
+    /// was altered, or a publish stopped between the index and its
+    /// signature.
+    Invalid(String),
+}
+
+impl Before {
+    /// The words for reports, and the JSON value.
+    pub fn describe(&self) -> String {
+        match self {
+            Before::Unsigned => "unsigned".into(),
+            Before::ThisKey => "signed by this key".into(),
+            Before::OtherKey(id) => format!("signed by key {id}"),
+            Before::Invalid(why) => format!("signature did not hold: {why}"),
+        }
+    }
+}
+
+/// How `stored` was signed, checked against `public` when it is the key
+/// that signed it.
+fn before(bytes: &[u8], signature: Option<&[u8]>, public: &PublicKey) -> Before {
+    let Some(signature) = signature else {
+        return Before::Unsigned;
+    };
+    let parsed = match std::str::from_utf8(signature)
+        .map_err(|_| "the signature is not UTF-8 text".to_owned())
+        .and_then(|text| Signature::parse(text).map_err(|e| e.to_string()))
+    {
+        Ok(sig) => sig,
+        Err(why) => return Before::Invalid(why),
+    };
+    if parsed.key_id() != public.key_id() {
+        return Before::OtherKey(parsed.key_id().to_string());
+    }
+    match sign::verify(std::slice::from_ref(public), bytes, &parsed) {
+        Ok(_) => Before::ThisKey,
+        Err(e) => Before::Invalid(e.to_string()),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -128,6 +178,7 @@ pub fn resign(opts: &ResignOptions) -> Result<ResignReport, Error> {
     }
     let signer = opts.sign.signer()?.ok_or(Error::ResignWithoutKey)?;
     let key_id = signer.key_id();
+    let public = signer.public_key();
     let (mut repo, _) = Repository::open(&opts.repo, Open::Existing)?;
     repo.set_signer(Some(signer));
     let chosen: Vec<(String, String)> = repo
@@ -147,6 +198,13 @@ pub fn resign(opts: &ResignOptions) -> Result<ResignReport, Error> {
     }
     let mut resigned = Vec::new();
     for (channel, package) in chosen {
+        let was = {
+            let _lock = repo.backend().lock()?;
+            match repo.index_bytes(&channel, &package)? {
+                Some(stored) => before(&stored.bytes, stored.signature.as_deref(), &public),
+                None => Before::Unsigned,
+            }
+        };
         let (index, _) =
             repo.adopt_index(&channel, &package, &mut |index| -> Result<bool, Error> {
                 // update_index adds one to the sequence.
@@ -160,6 +218,7 @@ pub fn resign(opts: &ResignOptions) -> Result<ResignReport, Error> {
             package,
             sequence: index.sequence,
             expires: index.expires.expect("a signed write sets the expiry"),
+            before: was,
         });
     }
     Ok(ResignReport {
