@@ -7,7 +7,9 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use super::{Backend, Open, REPO_TOML, RepoError, UpdateFn, config::NEW_REPO_TOML};
+use super::{
+    Backend, MAX_SMALL_OBJECT, Open, REPO_TOML, RepoError, UpdateFn, config::NEW_REPO_TOML,
+};
 use crate::fsutil::{self, IoResultExt, PathError};
 
 /// A repository in a local directory.
@@ -73,12 +75,25 @@ impl FsBackend {
     }
 }
 
+/// Reads a small object whole, refusing one past [`MAX_SMALL_OBJECT`]
+/// without reading it: a repository can be hostile.
 fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, RepoError> {
-    match fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(PathError::new("cannot read", path, e).into()),
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(PathError::new("cannot read", path, e).into()),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_SMALL_OBJECT + 1)
+        .read_to_end(&mut bytes)
+        .at("cannot read", path)?;
+    if bytes.len() as u64 > MAX_SMALL_OBJECT {
+        return Err(RepoError::TooLarge {
+            path: path.display().to_string(),
+            max: MAX_SMALL_OBJECT,
+        });
     }
+    Ok(Some(bytes))
 }
 
 impl Backend for FsBackend {
@@ -176,5 +191,32 @@ impl Backend for FsBackend {
         let dir = File::open(&self.root).at("cannot open repository", &self.root)?;
         dir.lock().at("cannot lock repository", &self.root)?;
         Ok(Box::new(dir))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_object_past_the_limit_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let (backend, _) = FsBackend::open(dir.path(), Open::CreateIfMissing).unwrap();
+        let key = "channels/staging/webapp.json";
+        fs::create_dir_all(dir.path().join("channels/staging")).unwrap();
+        let file = File::create(dir.path().join(key)).unwrap();
+        file.set_len(MAX_SMALL_OBJECT).unwrap();
+        assert_eq!(
+            backend.read(key).unwrap().map(|b| b.len() as u64),
+            Some(MAX_SMALL_OBJECT)
+        );
+        file.set_len(MAX_SMALL_OBJECT + 1).unwrap();
+        let err = backend.read(key).unwrap_err();
+        assert!(matches!(err, RepoError::TooLarge { .. }), "{err}");
+        assert!(
+            err.to_string().contains("larger than the 67108864 bytes"),
+            "{err}"
+        );
+        assert_eq!(backend.read("channels/staging/none.json").unwrap(), None);
     }
 }

@@ -34,6 +34,11 @@ use crate::name::{self, InvalidName};
 use crate::sign::SignError;
 use crate::{Diagnose, Fault};
 
+/// The most bytes a small object (repo.toml, an index, a signature) may
+/// have: an index of 100,000 releases is about 40 MB. Past it a reader
+/// refuses the object instead of holding it in memory.
+pub const MAX_SMALL_OBJECT: u64 = 64 << 20;
+
 /// The repository's policy file, which also marks a directory as a repository.
 pub const REPO_TOML: &str = "repo.toml";
 
@@ -79,6 +84,8 @@ pub enum RepoError {
     BadConfig { repo: String, reason: String },
     #[error("the update was abandoned")]
     Aborted,
+    #[error("`{path}` is larger than the {max} bytes an index, signature or repo.toml may have")]
+    TooLarge { path: String, max: u64 },
     #[error("`{key}` in `{repo}` disappeared while it was being used: {reason}")]
     Vanished {
         repo: String,
@@ -126,6 +133,7 @@ impl Diagnose for RepoError {
             RepoError::Sign { source, .. } => source.fault(),
             RepoError::Io(_)
             | RepoError::Invalid { .. }
+            | RepoError::TooLarge { .. }
             | RepoError::Vanished { .. }
             | RepoError::Aborted => Fault::Failure,
             _ => Fault::Input,
@@ -147,7 +155,7 @@ impl Diagnose for RepoError {
             RepoError::BadConfig { .. } => Some(
                 "fix the file by hand; its keys are described in docs/repository.md".into(),
             ),
-            RepoError::Invalid { .. } => Some(
+            RepoError::Invalid { .. } | RepoError::TooLarge { .. } => Some(
                 "the repository was changed by hand or by another tool; restore the file from a backup or fix it".into(),
             ),
             RepoError::SigningKeyNeeded { .. } => Some(
