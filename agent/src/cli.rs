@@ -176,6 +176,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Finish what an interrupted command left, and say what was done
+    #[command(
+        after_help = "Every command that changes the node does this first; `recover` does it \
+        alone and reports it. Under the node lock, a transaction still running belongs to a \
+        process that died: it is closed as failed, the release the install target points at \
+        becomes current in the state database (the link on disk is the truth), and staging \
+        directories are removed. Nothing to do: `nothing to recover`, exit 0.\n\n\
+        Examples:\n  agent recover\n  agent recover --json"
+    )]
+    Recover {
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// The snapshots kept of a package's replaced releases
     #[command(after_help = "Examples:\n  agent snapshots webapp")]
     Snapshots {
@@ -196,7 +210,8 @@ impl Command {
             | Command::Snapshots { json, .. }
             | Command::Verify { json, .. }
             | Command::Logs { json, .. }
-            | Command::Gc { json, .. } => *json,
+            | Command::Gc { json, .. }
+            | Command::Recover { json } => *json,
         }
     }
 }

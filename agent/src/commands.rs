@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use agent::error::Error;
 use agent::node::{Node, NodeOptions};
-use agent::ops::{gc, install, query, rollback};
+use agent::ops::{gc, install, query, recover, rollback};
 use agent::resolve::Wanted;
 use agent::store::{HookExit, Release, TxnRecord};
 use berth_cli::{Bar, human_bytes, note};
@@ -345,6 +345,57 @@ pub fn run(global: Global, command: Command) -> Result<u8, Error> {
             }
             for e in &l.events {
                 text.push_str(&format!("{} {}: {}\n", time(e.time), e.level, e.message));
+            }
+            out(&text)
+        }
+        Command::Recover { json } => {
+            let r = recover::recover(&node)?;
+            let vb =
+                |r: &Option<berth_core::name::ReleaseId>| r.as_ref().map(|r| r.version_build());
+            if json {
+                return out_json(&json!({
+                    "closed": r.closed.iter().map(|t| json!({
+                        "txn": t.id.0,
+                        "kind": t.kind.as_str(),
+                        "package": t.package,
+                        "from": vb(&t.from),
+                        "to": vb(&t.to),
+                        "pid": t.pid,
+                    })).collect::<Vec<_>>(),
+                    "current": r.current.iter().map(|(p, rel)| json!({"package": p, "release": vb(rel)})).collect::<Vec<_>>(),
+                    "removed": r.removed,
+                    "changed": !r.is_empty(),
+                }));
+            }
+            if r.is_empty() {
+                return out(
+                    "nothing to recover: no interrupted transaction, no staging directory\n",
+                );
+            }
+            let mut text = String::new();
+            for t in &r.closed {
+                text.push_str(&format!(
+                    "closed transaction #{} ({} {}{}, process {}) as failed: it was interrupted\n",
+                    t.id.0,
+                    t.kind.as_str(),
+                    t.package,
+                    match (&t.from, &t.to) {
+                        (Some(f), Some(to)) =>
+                            format!(" {} -> {}", f.version_build(), to.version_build()),
+                        (None, Some(to)) => format!(" -> {}", to.version_build()),
+                        _ => String::new(),
+                    },
+                    t.pid
+                ));
+            }
+            for (p, rel) in &r.current {
+                text.push_str(&match rel {
+                    Some(rel) => format!("{p} is on {} (where its target points)\n", rel.version_build()),
+                    None => format!("{p} has no current release (its target points at no release this node knows)\n"),
+                });
+            }
+            for d in &r.removed {
+                text.push_str(&format!("removed the staging directory {}\n", d.display()));
             }
             out(&text)
         }

@@ -39,6 +39,7 @@ pub struct Rel {
     pub epoch: u64,
     pub failing: Vec<&'static str>,
     pub unstartable: Vec<&'static str>,
+    pub slow: Vec<&'static str>,
 }
 
 /// `webapp` VERSION+BUILD, data epoch 1, every hook passing.
@@ -49,6 +50,7 @@ pub fn rel(version: &'static str, build: u64) -> Rel {
         epoch: 1,
         failing: Vec::new(),
         unstartable: Vec::new(),
+        slow: Vec::new(),
     }
 }
 
@@ -61,6 +63,13 @@ impl Rel {
     /// The release's `hook` exits 1.
     pub fn failing(mut self, hook: &'static str) -> Rel {
         self.failing.push(hook);
+        self
+    }
+
+    /// The release's `hook` writes its pid to `hooks.log.<hook>.pid` and
+    /// sleeps a minute (a hang, or a moment to kill the agent in).
+    pub fn slow(mut self, hook: &'static str) -> Rel {
+        self.slow.push(hook);
         self
     }
 
@@ -104,6 +113,7 @@ fn hook_script(log: &Path, name: &str, epoch: u64) -> String {
     format!(
         "#!/bin/sh\nset -e\n\
          echo \"{name} $BERTH_VERSION+$BERTH_BUILD $BERTH_ACTION $BERTH_TXN $BERTH_SNAPSHOT_DIR\" >> '{log}'\n\
+         if [ -e \"$BERTH_RELEASE_DIR/slow-{name}\" ]; then echo $$ > '{log}.{name}.pid'; exec sleep 60; fi\n\
          if [ -e \"$BERTH_RELEASE_DIR/fail-{name}\" ]; then echo '{name}: failing on purpose'; exit 1; fi\n\
          db=\"$BERTH_ROOT/var/lib/webapp/app.db\"\n{body}\n",
         log = log.display()
@@ -200,6 +210,9 @@ impl Node {
         write(&app.join("dist/VERSION"), &format!("{}\n", r.version));
         for hook in &r.failing {
             write(&app.join(format!("dist/fail-{hook}")), "");
+        }
+        for hook in &r.slow {
+            write(&app.join(format!("dist/slow-{hook}")), "");
         }
         let log = self.env.join(HOOK_LOG);
         for hook in HOOKS {

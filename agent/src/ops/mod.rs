@@ -3,5 +3,6 @@
 pub mod gc;
 pub mod install;
 pub mod query;
+pub mod recover;
 pub mod rollback;
 pub mod txn;

@@ -19,7 +19,7 @@ use crate::hooks::{self, Ending, HookCommand, OutputSink};
 use crate::node::Node;
 use crate::store::{
     EventLevel, HookExit, NewHookRun, NewSnapshot, Release, ReleaseRowId, ReleaseState,
-    SnapshotKind, Store, TxnId, TxnResult,
+    SnapshotKind, Store, TxnId, TxnRecord, TxnResult,
 };
 
 /// A running transaction and its journal.
@@ -616,11 +616,31 @@ pub fn record_snapshot(
     Ok(id.0)
 }
 
+/// What [`recover`] did.
+#[derive(Debug, Clone, Default)]
+pub struct Recovery {
+    /// Interrupted transactions, closed as failed.
+    pub closed: Vec<TxnRecord>,
+    /// Per package of a closed transaction: the release the target link
+    /// points at, now current in the database (`None`: it points at no
+    /// release the node knows, or there is no link).
+    pub current: Vec<(String, Option<ReleaseId>)>,
+    /// Staging directories removed.
+    pub removed: Vec<PathBuf>,
+}
+
+impl Recovery {
+    pub fn is_empty(&self) -> bool {
+        self.closed.is_empty() && self.removed.is_empty()
+    }
+}
+
 /// Finishes what an interrupted command left: this process holds the node
 /// lock, so a transaction still `running` belongs to a dead process. The
 /// target link on disk is the truth: the release it points at is current.
 /// Staging directories are removed.
-pub fn recover(node: &Node, store: &mut Store) -> Result<(), Error> {
+pub fn recover(node: &Node, store: &mut Store) -> Result<Recovery, Error> {
+    let mut done = Recovery::default();
     for txn in store.unfinished_transactions()? {
         let id = txn.id;
         store.write(|w| {
@@ -637,38 +657,45 @@ pub fn recover(node: &Node, store: &mut Store) -> Result<(), Error> {
             )
         })?;
         let releases = store.releases(&txn.package)?;
+        let package = txn.package.clone();
+        done.closed.push(txn);
+        done.removed.extend(clean_staging(node, &package)?);
         let Some(manifest_target) = releases
             .iter()
             .find_map(|r| Manifest::parse(&r.manifest).ok().map(|m| m.install.target))
         else {
+            done.current.push((package, None));
             continue;
         };
         let target = node.layout.path(&manifest_target);
         let on_disk = target_of(&target);
-        if let Some(r) = releases
+        let found = releases
             .iter()
-            .find(|r| on_disk.as_deref() == Some(unpack::tree_dir(&r.dir).as_path()))
-        {
+            .find(|r| on_disk.as_deref() == Some(unpack::tree_dir(&r.dir).as_path()));
+        if let Some(r) = found {
             let row = r.id;
             store.write(|w| w.set_current_release(row))?;
         }
-        clean_staging(node, &txn.package)?;
+        done.current
+            .push((package, found.map(|r| r.release.clone())));
     }
-    Ok(())
+    Ok(done)
 }
 
-/// Removes `.staging-*` directories of `package`.
-pub fn clean_staging(node: &Node, package: &str) -> Result<(), Error> {
+/// Removes `.staging-*` directories of `package`; returns them.
+pub fn clean_staging(node: &Node, package: &str) -> Result<Vec<PathBuf>, Error> {
     let dir = node.layout.releases_dir(package);
     let Ok(entries) = fs::read_dir(&dir) else {
-        return Ok(());
+        return Ok(Vec::new());
     };
+    let mut removed = Vec::new();
     for e in entries.flatten() {
         if e.file_name().to_string_lossy().starts_with(".staging-") {
             fs::remove_dir_all(e.path()).at("cannot remove", &e.path())?;
+            removed.push(e.path());
         }
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// What pruning removed (or, in a dry run, would remove).
