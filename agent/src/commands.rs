@@ -395,7 +395,7 @@ pub fn run(global: Global, command: Command) -> Result<u8, Error> {
                 });
             }
             for d in &r.removed {
-                text.push_str(&format!("removed the staging directory {}\n", d.display()));
+                text.push_str(&format!("removed {}\n", d.display()));
             }
             out(&text)
         }

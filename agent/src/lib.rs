@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod error;
+pub mod fault;
 pub mod fetch;
 pub mod hooks;
 pub mod layout;

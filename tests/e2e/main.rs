@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod agent_bad_input;
+mod agent_faults;
 mod agent_install;
 mod agent_maintain;
 mod agent_recover;

@@ -20,6 +20,7 @@ use berth_core::unpack;
 use berth_core::{Diagnose, Fault};
 
 use crate::error::Error;
+use crate::fault;
 use crate::fetch;
 use crate::node::Node;
 use crate::ops::txn::{self, HookContext, Journal};
@@ -306,6 +307,7 @@ fn run(
     }
 
     let prev_id = current.map(|c| c.id);
+    fault::point("commit:before");
     journal.store.write(|w| {
         w.set_release_state(row, ReleaseState::Healthy)?;
         w.set_current_release(row)?;
@@ -314,6 +316,7 @@ fn run(
         }
         w.finish_transaction(txn_id, TxnResult::Committed, None)
     })?;
+    fault::point("commit:after");
     let keep = node
         .config
         .packages

@@ -15,6 +15,7 @@ use berth_core::name::ReleaseId;
 use berth_core::unpack;
 
 use crate::error::Error;
+use crate::fault;
 use crate::hooks::{self, Ending, HookCommand, OutputSink};
 use crate::node::Node;
 use crate::store::{
@@ -43,8 +44,10 @@ impl Journal<'_> {
     ) -> Result<T, Error> {
         let txn = self.txn;
         let id = self.store.write(|w| w.step_started(txn, name))?;
+        fault::point(&format!("{name}:before"));
         match f() {
             Ok(v) => {
+                fault::point(&format!("{name}:after"));
                 self.store.write(|w| w.step_done(id, None))?;
                 Ok(v)
             }
@@ -134,6 +137,7 @@ pub fn run_hook(
         let step = journal
             .store
             .write(|w| w.step_started(txn, &format!("hook {name}")))?;
+        fault::point(&format!("hook:{name}:before"));
         let run = match hooks::run(&cmd, &sink).at("cannot run hook", &program) {
             Ok(run) => run,
             Err(e) => {
@@ -149,6 +153,7 @@ pub fn run_hook(
             Ending::Signaled(s) => (Some(HookExit::Signal(s)), false),
             Ending::TimedOut => (None, true),
         };
+        fault::point(&format!("hook:{name}:after"));
         let text = run.output.text();
         let ending = run.ending.to_string();
         journal.store.write(|w| {
@@ -625,7 +630,7 @@ pub struct Recovery {
     /// points at, now current in the database (`None`: it points at no
     /// release the node knows, or there is no link).
     pub current: Vec<(String, Option<ReleaseId>)>,
-    /// Staging directories removed.
+    /// Staging directories and cut-short downloads removed.
     pub removed: Vec<PathBuf>,
 }
 
@@ -678,6 +683,16 @@ pub fn recover(node: &Node, store: &mut Store) -> Result<Recovery, Error> {
         }
         done.current
             .push((package, found.map(|r| r.release.clone())));
+    }
+    // A download into the cache cut short (fetches run under the lock).
+    let cache = node.layout.cache_dir();
+    if let Ok(entries) = fs::read_dir(&cache) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                fs::remove_file(e.path()).at("cannot remove", &e.path())?;
+                done.removed.push(e.path());
+            }
+        }
     }
     Ok(done)
 }
