@@ -40,6 +40,8 @@ pub struct Rel {
     pub failing: Vec<&'static str>,
     pub unstartable: Vec<&'static str>,
     pub slow: Vec<&'static str>,
+    /// Extra payload files, `dist/data/<i / 100>/<i>.txt`.
+    pub files: usize,
 }
 
 /// `webapp` VERSION+BUILD, data epoch 1, every hook passing.
@@ -51,6 +53,7 @@ pub fn rel(version: &'static str, build: u64) -> Rel {
         failing: Vec::new(),
         unstartable: Vec::new(),
         slow: Vec::new(),
+        files: 0,
     }
 }
 
@@ -70,6 +73,12 @@ impl Rel {
     /// sleeps a minute (a hang, or a moment to kill the agent in).
     pub fn slow(mut self, hook: &'static str) -> Rel {
         self.slow.push(hook);
+        self
+    }
+
+    /// `n` more payload files, a few hundred bytes each, 100 per directory.
+    pub fn files(mut self, n: usize) -> Rel {
+        self.files = n;
         self
     }
 
@@ -213,6 +222,12 @@ impl Node {
         }
         for hook in &r.slow {
             write(&app.join(format!("dist/slow-{hook}")), "");
+        }
+        for i in 0..r.files {
+            write(
+                &app.join(format!("dist/data/{}/{i}.txt", i / 100)),
+                &format!("{} file {i}\n", r.vb()).repeat(20),
+            );
         }
         let log = self.env.join(HOOK_LOG);
         for hook in HOOKS {

@@ -8,6 +8,7 @@
 mod agent_bad_input;
 mod agent_faults;
 mod agent_install;
+mod agent_kills;
 mod agent_maintain;
 mod agent_recover;
 mod agent_rollback;
