@@ -606,6 +606,14 @@ impl Signature {
         Self::parse_from(text, "the given text")
     }
 
+    /// Parses a `.minisig` file's bytes as read from `origin` (for
+    /// messages): they must be UTF-8 text.
+    pub fn parse_bytes(bytes: &[u8], origin: &str) -> Result<Signature, SignError> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| malformed(Kind::Signature, origin, "it is not UTF-8 text"))?;
+        Self::parse_from(text, origin)
+    }
+
     fn parse_from(text: &str, origin: &str) -> Result<Signature, SignError> {
         let bad = |reason: &str| malformed(Kind::Signature, origin, reason);
         let mut lines = lines(text);

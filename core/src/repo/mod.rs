@@ -320,13 +320,8 @@ impl Repository {
                 package: package.to_owned(),
             });
         };
-        let checked = std::str::from_utf8(signature)
-            .map_err(|_| SignError::Malformed {
-                kind: crate::sign::Kind::Signature,
-                origin: format!("`{}`", signature_key(channel, package)),
-                reason: "it is not UTF-8 text".into(),
-            })
-            .and_then(crate::sign::Signature::parse)
+        let origin = format!("`{}`", signature_key(channel, package));
+        let checked = crate::sign::Signature::parse_bytes(signature, &origin)
             .and_then(|sig| crate::sign::verify(&[signer.public_key()], &stored.bytes[..], &sig));
         match checked {
             Ok(_) => Ok(()),

@@ -281,13 +281,7 @@ pub fn verify_index(
             key,
         });
     };
-    let parsed = std::str::from_utf8(signature)
-        .map_err(|_| SignError::Malformed {
-            kind: sign::Kind::Signature,
-            origin: "the index's signature".into(),
-            reason: "it is not UTF-8 text".into(),
-        })
-        .and_then(Signature::parse)
+    let parsed = Signature::parse_bytes(signature, "the index's signature")
         .and_then(|sig| sign::verify(keys, bytes, &sig));
     if let Err(source) = parsed {
         return Err(TrustError::Signature {

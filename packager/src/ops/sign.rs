@@ -144,12 +144,9 @@ fn before(bytes: &[u8], signature: Option<&[u8]>, public: &PublicKey) -> Before 
     let Some(signature) = signature else {
         return Before::Unsigned;
     };
-    let parsed = match std::str::from_utf8(signature)
-        .map_err(|_| "the signature is not UTF-8 text".to_owned())
-        .and_then(|text| Signature::parse(text).map_err(|e| e.to_string()))
-    {
+    let parsed = match Signature::parse_bytes(signature, "the index's signature") {
         Ok(sig) => sig,
-        Err(why) => return Before::Invalid(why),
+        Err(e) => return Before::Invalid(e.to_string()),
     };
     if parsed.key_id() != public.key_id() {
         return Before::OtherKey(parsed.key_id().to_string());
