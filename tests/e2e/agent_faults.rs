@@ -5,7 +5,6 @@
 //! and the following install succeeds.
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 
 use crate::agent_support::{Node, rel};
 use crate::repo_support::REPO;
@@ -38,33 +37,6 @@ const INSTALL_POINTS: [&str; 22] = [
     "",
 ];
 
-/// Files and directories whose names say they are temporary.
-fn leftovers(dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    for e in walk(dir) {
-        let name = e.file_name().unwrap().to_string_lossy().into_owned();
-        if name.starts_with(".tmp-") || name.starts_with(".staging-") {
-            found.push(e.display().to_string());
-        }
-    }
-    found
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            out.extend(walk(&p));
-        }
-        out.push(p);
-    }
-    out
-}
-
 #[test]
 fn an_install_killed_at_each_step_leaves_the_old_or_the_new_release() {
     let node = Node::new();
@@ -75,13 +47,12 @@ fn an_install_killed_at_each_step_leaves_the_old_or_the_new_release() {
     let mut current = a.clone();
     for point in INSTALL_POINTS {
         let other = if current.vb() == a.vb() { &b } else { &a };
-        let mut cmd = node.env.cmd("agent");
-        cmd.arg("--root")
-            .arg(node.root())
-            .args(["--repo", REPO, "--channel", "staging", "install"])
-            .arg(other.spec())
-            .env("BERTH_FAULT", point);
-        let out = cmd.output().unwrap();
+        let spec = other.spec();
+        let out = node
+            .command(&["--repo", REPO, "--channel", "staging", "install", &spec])
+            .env("BERTH_FAULT", point)
+            .output()
+            .unwrap();
         let control = point.is_empty() || point == "no-such-point";
         if control {
             assert!(out.status.success(), "{point}: {out:?}");
@@ -106,7 +77,7 @@ fn an_install_killed_at_each_step_leaves_the_old_or_the_new_release() {
             .unwrap_or_else(|| panic!("{point}: the target points at {}", link.display()));
         node.assert_current(&on.vb());
         node.agent(&["verify", "webapp"]).ok();
-        assert_eq!(leftovers(&node.root()), Vec::<String>::new(), "{point}");
+        assert_eq!(node.leftovers(), Vec::<String>::new(), "{point}");
         // Before the switch the node is on the old release; after the
         // commit, on the new one.
         let switched = INSTALL_POINTS

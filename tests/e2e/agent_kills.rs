@@ -11,12 +11,9 @@
 //! fsynced), `BERTH_KILL_SEED` the random seed. The figures are printed at
 //! the end (`cargo nextest run -p berth-tests agent_kills --no-capture`).
 
-use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::agent_support::{Node, Rel, rel};
-use crate::repo_support::REPO;
 
 fn env_number(name: &str, default: usize) -> usize {
     match std::env::var(name) {
@@ -44,40 +41,6 @@ impl Rng {
     }
 }
 
-/// `.tmp-*` files and `.staging-*` dirs under `dir`.
-fn leftovers(dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".tmp-") || name.starts_with(".staging-") {
-                found.push(e.path().display().to_string());
-            }
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(e.path());
-            }
-        }
-    }
-    found
-}
-
-fn spawn(node: &Node, args: &[&str]) -> Child {
-    node.env
-        .cmd("agent")
-        .arg("--root")
-        .arg(node.root())
-        .args(["--repo", REPO, "--channel", "staging"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the agent starts")
-}
-
 /// Which release the node is on after recovery, or what is wrong.
 fn check(node: &Node, pool: &[Rel]) -> Result<String, String> {
     let recover = node.agent(&["recover"]);
@@ -102,7 +65,7 @@ fn check(node: &Node, pool: &[Rel]) -> Result<String, String> {
     if verify.code != 0 {
         return Err(format!("verify: {verify}"));
     }
-    let left = leftovers(&node.root());
+    let left = node.leftovers();
     if !left.is_empty() {
         return Err(format!("left behind: {left:?}"));
     }
@@ -152,7 +115,7 @@ fn random_kills_of_installs_rollbacks_and_gc_never_leave_a_node_between_releases
             _ => ("install", vec!["install", &next]),
         };
         let begun = Instant::now();
-        let mut child = spawn(&node, &args);
+        let mut child = node.spawn_staging(&args);
         let estimate = *span.get(what).unwrap_or(&200_000);
         std::thread::sleep(Duration::from_micros(rng.below(estimate * 11 / 10)));
         let entry = counts.entry(what).or_default();

@@ -4,11 +4,10 @@
 //! says what it did, and the next install succeeds.
 
 use std::fs;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::agent_support::{HOOK_LOG, Node, rel};
-use crate::repo_support::{REPO, assert_says};
+use crate::repo_support::assert_says;
 
 #[test]
 fn an_install_killed_before_the_switch_is_recovered_on_the_old_release() {
@@ -22,17 +21,7 @@ fn an_install_killed_before_the_switch_is_recovered_on_the_old_release() {
     // v2's pre_install hangs; the agent is killed while it runs.
     let v2 = rel("1.1.0", 2).slow("pre_install");
     node.publish(&v2);
-    let root = node.root();
-    let mut agent = node
-        .env
-        .cmd("agent")
-        .arg("--root")
-        .arg(&root)
-        .args(["--repo", REPO, "--channel", "staging", "install", "webapp"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut agent = node.spawn_staging(&["install", "webapp"]);
     let pid_file = node.env.join(&format!("{HOOK_LOG}.pre_install.pid"));
     let started = Instant::now();
     while !pid_file.exists() {

@@ -166,18 +166,51 @@ impl Node {
         self.root().join(absolute.trim_start_matches('/'))
     }
 
+    /// The command `agent --root ROOT ARGS...`, not started.
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = self.env.cmd("agent");
+        cmd.arg("--root").arg(self.root()).args(args);
+        cmd
+    }
+
     /// `agent --root ROOT ARGS...`.
     pub fn agent(&self, args: &[&str]) -> Run {
-        let root = self.root();
-        Run::from(
-            self.env
-                .cmd("agent")
-                .arg("--root")
-                .arg(&root)
-                .args(args)
-                .output()
-                .expect("the agent runs"),
-        )
+        Run::from(self.command(args).output().expect("the agent runs"))
+    }
+
+    /// Starts `agent … --repo repo --channel staging ARGS...` in the
+    /// background, its output discarded (for killing it).
+    pub fn spawn_staging(&self, args: &[&str]) -> std::process::Child {
+        let mut all = vec!["--repo", REPO, "--channel", "staging"];
+        all.extend_from_slice(args);
+        self.command(&all)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the agent starts")
+    }
+
+    /// Paths under the node root that say they are temporary
+    /// (`.tmp-*` files, `.staging-*` dirs): what no finished or recovered
+    /// command may leave.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut stack = vec![self.root()];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(".tmp-") || name.starts_with(".staging-") {
+                    found.push(e.path().display().to_string());
+                }
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+        found
     }
 
     /// `agent --root ROOT --repo repo --channel staging ARGS...`.
