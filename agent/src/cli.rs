@@ -176,16 +176,28 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Finish what an interrupted command left, and say what was done
+    /// Finish or undo what an interrupted command left, and say what was done
     #[command(
         after_help = "Every command that changes the node does this first; `recover` does it \
         alone and reports it. Under the node lock, a transaction still running belongs to a \
-        process that died: it is closed as failed, the release the install target points at \
-        becomes current in the state database (the link on disk is the truth), and staging \
-        directories are removed. Nothing to do: `nothing to recover`, exit 0.\n\n\
-        Examples:\n  agent recover\n  agent recover --json"
+        process that died. An install or rollback whose health check had passed on the new \
+        release is finished (committed); one killed before that is undone: switched back to \
+        the release it replaced (whose post_install runs again), or, before the switch, what \
+        it made removed. An interrupted gc finishes the removal in progress. Then the release \
+        the install target points at is current in the state database (the link on disk is \
+        the truth), and staging, trash and temporary files are removed. Nothing to do: \
+        `nothing to recover`, exit 0.\n\n\
+        --rebuild makes the state database again when it is missing or damaged, from what the \
+        node keeps on disk: release dirs (their MANIFEST.toml and .unpacked stamp), snapshot \
+        dirs (SNAPSHOT.toml and MANIFEST.toml), channel-sequences.toml and the target links. \
+        A damaged database is moved aside (state.db.damaged-TIME), never deleted; a readable \
+        one is refused (exit 2). The history of earlier transactions is lost.\n\n\
+        Examples:\n  agent recover\n  agent recover --json\n  agent recover --rebuild"
     )]
     Recover {
+        /// Make the state database again from the disk (when it is missing or damaged)
+        #[arg(long)]
+        rebuild: bool,
         /// Print the result as JSON
         #[arg(long)]
         json: bool,
@@ -211,7 +223,7 @@ impl Command {
             | Command::Verify { json, .. }
             | Command::Logs { json, .. }
             | Command::Gc { json, .. }
-            | Command::Recover { json } => *json,
+            | Command::Recover { json, .. } => *json,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use agent::error::Error;
 use agent::node::{Node, NodeOptions};
-use agent::ops::{gc, install, query, recover, rollback};
+use agent::ops::{gc, install, query, rebuild, recover, rollback};
 use agent::resolve::Wanted;
 use agent::store::{HookExit, Release, TxnRecord};
 use berth_cli::{Bar, human_bytes, note};
@@ -348,19 +348,75 @@ pub fn run(global: Global, command: Command) -> Result<u8, Error> {
             }
             out(&text)
         }
-        Command::Recover { json } => {
+        Command::Recover {
+            rebuild: true,
+            json,
+        } => {
+            let r = rebuild::rebuild(&node)?;
+            let vb = |r: &berth_core::name::ReleaseId| r.version_build();
+            if json {
+                return out_json(&json!({
+                    "moved_aside": r.moved_aside.iter().map(|(from, to)| json!({"from": from, "to": to})).collect::<Vec<_>>(),
+                    "packages": r.packages.iter().map(|p| json!({
+                        "package": p.package,
+                        "releases": p.releases.iter().map(vb).collect::<Vec<_>>(),
+                        "current": p.current.as_ref().map(vb),
+                        "snapshots": p.snapshots,
+                    })).collect::<Vec<_>>(),
+                    "sequences": r.sequences,
+                    "skipped": r.skipped.iter().map(|(path, why)| json!({"path": path, "why": why})).collect::<Vec<_>>(),
+                    "changed": true,
+                }));
+            }
+            let mut text = String::new();
+            for (from, to) in &r.moved_aside {
+                text.push_str(&format!(
+                    "moved {} aside to {}\n",
+                    from.display(),
+                    to.display()
+                ));
+            }
+            for p in &r.packages {
+                text.push_str(&format!(
+                    "{}: {} release(s) ({}), {} snapshot(s); {}\n",
+                    p.package,
+                    p.releases.len(),
+                    p.releases.iter().map(vb).collect::<Vec<_>>().join(", "),
+                    p.snapshots,
+                    match &p.current {
+                        Some(c) => format!("on {} (where its target points)", c.version_build()),
+                        None => "its target points at no release found".into(),
+                    }
+                ));
+            }
+            text.push_str(&format!(
+                "{} accepted index sequence(s) restored\n",
+                r.sequences
+            ));
+            for (path, why) in &r.skipped {
+                text.push_str(&format!("left out {}: {why}\n", path.display()));
+            }
+            text.push_str("rebuilt the state database from the disk; the history of earlier transactions is lost\n");
+            out(&text)
+        }
+        Command::Recover {
+            rebuild: false,
+            json,
+        } => {
             let r = recover::recover(&node)?;
             let vb =
                 |r: &Option<berth_core::name::ReleaseId>| r.as_ref().map(|r| r.version_build());
             if json {
                 return out_json(&json!({
-                    "closed": r.closed.iter().map(|t| json!({
-                        "txn": t.id.0,
-                        "kind": t.kind.as_str(),
-                        "package": t.package,
-                        "from": vb(&t.from),
-                        "to": vb(&t.to),
-                        "pid": t.pid,
+                    "closed": r.closed.iter().map(|c| json!({
+                        "txn": c.txn.id.0,
+                        "kind": c.txn.kind.as_str(),
+                        "package": c.txn.package,
+                        "from": vb(&c.txn.from),
+                        "to": vb(&c.txn.to),
+                        "pid": c.txn.pid,
+                        "outcome": c.outcome.as_str(),
+                        "detail": c.detail,
                     })).collect::<Vec<_>>(),
                     "current": r.current.iter().map(|(p, rel)| json!({"package": p, "release": vb(rel)})).collect::<Vec<_>>(),
                     "removed": r.removed,
@@ -373,9 +429,10 @@ pub fn run(global: Global, command: Command) -> Result<u8, Error> {
                 );
             }
             let mut text = String::new();
-            for t in &r.closed {
+            for c in &r.closed {
+                let t = &c.txn;
                 text.push_str(&format!(
-                    "closed transaction #{} ({} {}{}, process {}) as failed: it was interrupted\n",
+                    "transaction #{} ({} {}{}, process {}) was interrupted; {}\n",
                     t.id.0,
                     t.kind.as_str(),
                     t.package,
@@ -385,7 +442,8 @@ pub fn run(global: Global, command: Command) -> Result<u8, Error> {
                         (None, Some(to)) => format!(" -> {}", to.version_build()),
                         _ => String::new(),
                     },
-                    t.pid
+                    t.pid,
+                    c.detail
                 ));
             }
             for (p, rel) in &r.current {

@@ -106,6 +106,14 @@ pub enum Error {
         "the release directory of {release} is gone and the node's cache holds no intact artifact of it"
     )]
     ReleaseDirGone { release: String },
+    #[error(
+        "the state database `{}` is missing, but the node holds {found}: berth does not start afresh and forget them", path.display()
+    )]
+    StateMissing { path: PathBuf, found: String },
+    #[error(
+        "the state database `{}` is readable: --rebuild would replace its history with what the disk holds", path.display()
+    )]
+    RebuildHealthy { path: PathBuf },
 }
 
 impl From<TrustError> for Error {
@@ -151,6 +159,7 @@ impl Diagnose for Error {
             | Error::RolledBack { .. }
             | Error::FailedInPlace { .. }
             | Error::ReleaseDirGone { .. }
+            | Error::StateMissing { .. }
             | Error::NoSpace { .. } => Fault::Failure,
             _ => Fault::Input,
         }
@@ -210,6 +219,12 @@ impl Diagnose for Error {
             ),
             Error::NoRestoreHook { .. } => {
                 "roll back the code only with `--force`, or restore the data by other means".into()
+            }
+            Error::StateMissing { .. } => {
+                "run `agent recover --rebuild`: it makes the database again from the release dirs, snapshots and records the node keeps (the history of past transactions and their hook output is lost); or put state.db back from a backup".into()
+            }
+            Error::RebuildHealthy { .. } => {
+                "`agent recover` without --rebuild finishes an interrupted command; to rebuild anyway, move state.db (with its -wal and -shm files) aside first".into()
             }
             Error::EpochMismatch { .. } => {
                 "roll back with its data: `agent rollback PACKAGE --with-data` restores the snapshot's dumps (data written since is lost), or `--force` to run the old code on the new data anyway".into()

@@ -77,8 +77,11 @@ impl Node {
         )?)
     }
 
-    /// Opens (creating when missing) the state store.
+    /// Opens (creating when missing) the state store. A missing database
+    /// on a node that holds releases or snapshots is refused: starting
+    /// afresh would forget them ([`Error::StateMissing`]).
     pub fn store(&self) -> Result<Store, Error> {
+        self.refuse_lost_state()?;
         fsutil::create_dir_all_synced(&self.layout.state_dir())?;
         Ok(Store::open(&self.layout.state_db())?)
     }
@@ -89,7 +92,35 @@ impl Node {
         if self.layout.state_db().exists() {
             Ok(Some(Store::open(&self.layout.state_db())?))
         } else {
+            self.refuse_lost_state()?;
             Ok(None)
         }
+    }
+
+    /// With no database, what the node holds that one would have recorded:
+    /// release dirs and snapshots. A fresh node holds neither.
+    pub fn refuse_lost_state(&self) -> Result<(), Error> {
+        let db = self.layout.state_db();
+        if db.exists() {
+            return Ok(());
+        }
+        let count = |dir: std::path::PathBuf| {
+            std::fs::read_dir(dir).map_or(0, |d| {
+                d.flatten()
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .count()
+            })
+        };
+        let releases: usize = std::fs::read_dir(self.layout.state_dir().join("releases"))
+            .map(|d| d.flatten().map(|e| count(e.path())).sum())
+            .unwrap_or(0);
+        let snapshots = count(self.layout.snapshots_dir());
+        if releases == 0 && snapshots == 0 {
+            return Ok(());
+        }
+        Err(Error::StateMissing {
+            path: db,
+            found: format!("{releases} release dir(s) and {snapshots} snapshot(s)"),
+        })
     }
 }

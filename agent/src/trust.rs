@@ -200,6 +200,7 @@ impl IndexSource for IndexReader<'_> {
 /// Records the sequences of `accepted` indexes under the node lock,
 /// refusing one that another run of the agent has meanwhile gone past.
 pub fn record(
+    node: &crate::node::Node,
     store: &mut Store,
     accepted: &[Accepted],
     repo: &str,
@@ -224,5 +225,49 @@ pub fn record(
         }
         Ok(())
     })?;
+    if !accepted.is_empty() {
+        write_sequences(node, store)?;
+    }
+    Ok(())
+}
+
+/// One `[[accepted]]` table of [`SEQUENCES_FILE`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceRecord {
+    pub channel: String,
+    pub package: String,
+    pub sequence: u64,
+}
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequencesFile {
+    #[serde(default)]
+    pub accepted: Vec<SequenceRecord>,
+}
+
+/// The copy of the accepted sequences kept beside the state database, so
+/// that `agent recover --rebuild` does not lower the node's floor.
+pub const SEQUENCES_FILE: &str = "channel-sequences.toml";
+
+/// Writes [`SEQUENCES_FILE`] from the database (atomically).
+pub fn write_sequences(node: &crate::node::Node, store: &Store) -> Result<(), crate::error::Error> {
+    let file = SequencesFile {
+        accepted: store
+            .channel_sequences()?
+            .into_iter()
+            .map(|(channel, package, sequence)| SequenceRecord {
+                channel,
+                package,
+                sequence,
+            })
+            .collect(),
+    };
+    let text = toml::to_string(&file).expect("sequences serialize");
+    berth_core::fsutil::write_atomic(
+        &node.layout.state_dir().join(SEQUENCES_FILE),
+        text.as_bytes(),
+    )?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use crate::agent_support::{Node, rel};
 use crate::repo_support::REPO;
 
 /// Every point an install from one release to another passes, in order.
-const INSTALL_POINTS: [&str; 22] = [
+const INSTALL_POINTS: [&str; 24] = [
     "unpack:before",
     "unpack:after",
     "snapshot:before",
@@ -29,6 +29,8 @@ const INSTALL_POINTS: [&str; 22] = [
     "hook:post_install:after",
     "hook:health:before",
     "hook:health:after",
+    "healthy:before",
+    "healthy:after",
     "commit:before",
     "commit:after",
     // Points the install never reaches must not kill it: a typo here
@@ -78,13 +80,20 @@ fn an_install_killed_at_each_step_leaves_the_old_or_the_new_release() {
         node.assert_current(&on.vb());
         node.agent(&["verify", "webapp"]).ok();
         assert_eq!(node.leftovers(), Vec::<String>::new(), "{point}");
-        // Before the switch the node is on the old release; after the
-        // commit, on the new one.
-        let switched = INSTALL_POINTS
+        // Until the health check has passed and been journaled (the
+        // `:after` point comes before the step is recorded done) the
+        // install is undone (switched back when it had switched); from
+        // then on it is finished.
+        let proven = INSTALL_POINTS
             .iter()
             .position(|p| *p == point)
-            .is_some_and(|i| i > 12);
-        let expected = if switched || control { other } else { &current };
+            .is_some_and(|i| {
+                i > INSTALL_POINTS
+                    .iter()
+                    .position(|p| *p == "healthy:after")
+                    .unwrap()
+            });
+        let expected = if proven || control { other } else { &current };
         assert_eq!(on.vb(), expected.vb(), "{point}");
         current = on.clone();
     }
@@ -92,4 +101,180 @@ fn an_install_killed_at_each_step_leaves_the_old_or_the_new_release() {
     let other = if current.vb() == a.vb() { &b } else { &a };
     node.install(&other.spec(), &[]).ok();
     node.assert_current(&other.vb());
+}
+
+/// Every point a rollback from `b` back to `a` passes, in order (the tree
+/// step finds `a`'s kept dir intact; backup and dump are the release
+/// being left's).
+const ROLLBACK_POINTS: [&str; 24] = [
+    "tree:before",
+    "tree:after",
+    "snapshot:before",
+    "snapshot:after",
+    "hook:backup:before",
+    "hook:backup:after",
+    "hook:dump:before",
+    "hook:dump:after",
+    "link:before",
+    "link:after",
+    "hook:pre_install:before",
+    "hook:pre_install:after",
+    "switch:before",
+    "switch:after",
+    "hook:post_install:before",
+    "hook:post_install:after",
+    "hook:health:before",
+    "hook:health:after",
+    "healthy:before",
+    "healthy:after",
+    "commit:before",
+    "commit:after",
+    "no-such-point",
+    "",
+];
+
+/// The node is whole: recovered, on a complete release the database
+/// calls current, verify clean, nothing left over or disagreeing.
+fn assert_whole(node: &Node, point: &str, pool: &[&crate::agent_support::Rel]) -> String {
+    node.agent(&["recover"]).ok();
+    let link = node.target().expect("the target is a symlink");
+    let on = pool
+        .iter()
+        .find(|r| link == node.release_dir(&r.vb()).join("files"))
+        .unwrap_or_else(|| panic!("{point}: the target points at {}", link.display()));
+    node.assert_current(&on.vb());
+    node.agent(&["verify", "webapp"]).ok();
+    assert_eq!(node.leftovers(), Vec::<String>::new(), "{point}");
+    assert_eq!(node.inconsistencies(), Vec::<String>::new(), "{point}");
+    on.vb()
+}
+
+#[test]
+fn a_rollback_killed_at_each_step_leaves_the_old_or_the_new_release() {
+    let node = Node::new();
+    let (a, b) = (rel("1.0.0", 1), rel("1.1.0", 2));
+    node.publish(&a);
+    node.publish(&b);
+    node.installed(&a);
+    let proven = ROLLBACK_POINTS
+        .iter()
+        .position(|p| *p == "healthy:after")
+        .unwrap();
+    for (i, point) in ROLLBACK_POINTS.into_iter().enumerate() {
+        // On b, with a snapshot of a to roll back to.
+        node.installed(&b);
+        let out = node
+            .command(&["rollback", "webapp"])
+            .env("BERTH_FAULT", point)
+            .output()
+            .unwrap();
+        let control = point.is_empty() || point == "no-such-point";
+        if control {
+            assert!(out.status.success(), "{point}: {out:?}");
+        } else {
+            assert_eq!(
+                out.status.signal(),
+                Some(9),
+                "{point} was not reached: {out:?}"
+            );
+        }
+        let on = assert_whole(&node, point, &[&a, &b]);
+        let expected = if i > proven { &a } else { &b };
+        assert_eq!(on, expected.vb(), "{point}");
+        // Rollbacks go on from here.
+        node.installed(&a);
+    }
+}
+
+#[test]
+fn a_gc_killed_at_each_step_loses_nothing_it_keeps() {
+    let node = Node::new();
+    let rels = [
+        rel("1.0.0", 1),
+        rel("1.1.0", 2),
+        rel("1.2.0", 3),
+        rel("1.3.0", 4),
+    ];
+    for r in &rels {
+        node.publish(r);
+    }
+    berth_tests::write(
+        &node.path("/etc/berth/agent.toml"),
+        "[packages.webapp]\nkeep_releases = 5\n",
+    );
+    let strict = node.path("/etc/berth/strict.toml");
+    berth_tests::write(
+        &strict,
+        "[retention]\nsnapshots = 1\n\n[packages.webapp]\nkeep_releases = 1\n",
+    );
+    let strict = strict.display().to_string();
+    let pool: Vec<&crate::agent_support::Rel> = rels.iter().collect();
+    // Each round: all four releases installed again (three snapshots, four
+    // dirs), then gc under the strict configuration killed at one point:
+    // it removes 1.0.0+1 and 1.1.0+2 and two snapshots, one step each.
+    let points = [
+        "remove release 1.0.0+1:before",
+        "remove release 1.0.0+1:after",
+        "remove release 1.1.0+2:before",
+        "remove release 1.1.0+2:after",
+        "commit:before",
+        "commit:after",
+    ];
+    for point in points {
+        for r in &rels {
+            node.installed(r);
+        }
+        let out = node
+            .command(&["--config", &strict, "gc"])
+            .env("BERTH_FAULT", point)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "{point} was not reached: {out:?}"
+        );
+        assert_eq!(assert_whole(&node, point, &pool), "1.3.0+4", "{point}");
+        // What the strict gc keeps is there and works: a rollback to the
+        // last healthy release before the current one.
+        assert!(
+            node.release_dir("1.2.0+3").join("files").is_dir(),
+            "{point}"
+        );
+        node.rollback(&[]).ok();
+        node.assert_current("1.2.0+3");
+        node.agent(&["gc"]).ok();
+        assert_eq!(node.inconsistencies(), Vec::<String>::new(), "{point}");
+    }
+    // The snapshot removals, killed: the ids are the newest rows' but one.
+    for r in &rels {
+        node.installed(r);
+    }
+    let ids = node.sql("SELECT id FROM snapshots ORDER BY id DESC");
+    let victim = ids
+        .lines()
+        .nth(1)
+        .expect("two snapshots at least")
+        .to_owned();
+    for when in ["before", "after"] {
+        let point = format!("remove snapshot {victim}:{when}");
+        let out = node
+            .command(&["--config", &strict, "gc"])
+            .env("BERTH_FAULT", &point)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "{point} was not reached: {out:?}"
+        );
+        assert_whole(&node, &point, &pool);
+        let left = node.sql(&format!(
+            "SELECT count(*) FROM snapshots WHERE id = {victim}"
+        ));
+        // Killed before the rename, the snapshot is whole and kept (the
+        // next gc removes it); after it, its removal is finished.
+        assert_eq!(left, if when == "before" { "1" } else { "0" }, "{point}");
+    }
+    node.rollback(&[]).ok();
 }

@@ -6,9 +6,9 @@
 //! nothing temporary is left, and a following install succeeds.
 //!
 //! `BERTH_KILLS` sets the number of kills (default 200), `BERTH_KILL_FILES`
-//! the payload files of each release (default 500, which keeps the test
-//! command to about a minute here; 2,000 take about three: every file is
-//! fsynced), `BERTH_KILL_SEED` the random seed. The figures are printed at
+//! the payload files of each release (default 2,000: several thousand
+//! files per release, which every install unpacks and fsyncs; about three
+//! minutes here), `BERTH_KILL_SEED` the random seed. The figures are printed at
 //! the end (`cargo nextest run -p berth-tests agent_kills --no-capture`).
 
 use std::time::{Duration, Instant};
@@ -69,18 +69,25 @@ fn check(node: &Node, pool: &[Rel]) -> Result<String, String> {
     if !left.is_empty() {
         return Err(format!("left behind: {left:?}"));
     }
+    let wrong = node.inconsistencies();
+    if !wrong.is_empty() {
+        return Err(format!("the database and the disk disagree: {wrong:?}"));
+    }
     Ok(on.vb())
 }
 
 #[test]
 fn random_kills_of_installs_rollbacks_and_gc_never_leave_a_node_between_releases() {
     let kills = env_number("BERTH_KILLS", 200);
-    let files = env_number("BERTH_KILL_FILES", 500);
+    let files = env_number("BERTH_KILL_FILES", 2000);
     let seed = env_number("BERTH_KILL_SEED", 0x5eed) as u64;
     let node = Node::new();
-    // Three releases installed in turn, and only one kept besides the
-    // current: every install unpacks thousands of files from the cache,
-    // snapshots, runs every hook and prunes.
+    // Three releases installed in turn, all three kept:
+    // every install unpacks thousands of files from the cache, snapshots,
+    // runs every hook and prunes (a gc transaction). `agent gc` runs with
+    // a stricter configuration (no release kept besides the current and
+    // the one a rollback goes to, one snapshot), so it has release dirs
+    // and snapshots to remove.
     let pool = [
         rel("1.0.0", 1).files(files),
         rel("1.1.0", 2).files(files),
@@ -91,8 +98,14 @@ fn random_kills_of_installs_rollbacks_and_gc_never_leave_a_node_between_releases
     }
     berth_tests::write(
         &node.path("/etc/berth/agent.toml"),
-        "[packages.webapp]\nkeep_releases = 1\n",
+        "[packages.webapp]\nkeep_releases = 3\n",
     );
+    let strict = node.path("/etc/berth/strict.toml");
+    berth_tests::write(
+        &strict,
+        "[retention]\nsnapshots = 1\n\n[packages.webapp]\nkeep_releases = 1\n",
+    );
+    let strict = strict.display().to_string();
     for r in &pool {
         node.installed(r);
     }
@@ -111,7 +124,7 @@ fn random_kills_of_installs_rollbacks_and_gc_never_leave_a_node_between_releases
         let next = pool[(at + 1) % pool.len()].spec();
         let (what, args): (&str, Vec<&str>) = match i % 6 {
             4 => ("rollback", vec!["rollback", "webapp"]),
-            5 => ("gc", vec!["gc"]),
+            5 => ("gc", vec!["--config", &strict, "gc"]),
             _ => ("install", vec!["install", &next]),
         };
         let begun = Instant::now();

@@ -202,12 +202,55 @@ impl Node {
             };
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with(".tmp-") || name.starts_with(".staging-") {
+                if name.starts_with(".tmp-")
+                    || name.starts_with(".staging-")
+                    || name.starts_with(".trash-")
+                    || name.contains(".berth-")
+                {
                     found.push(e.path().display().to_string());
                 }
                 if e.file_type().is_ok_and(|t| t.is_dir()) {
                     stack.push(e.path());
                 }
+            }
+        }
+        found
+    }
+
+    /// Where the state database and the disk disagree: a transaction left
+    /// running, a snapshot row without its directory or a directory
+    /// without its row, a release dir no row knows, a release still
+    /// `installing`. Empty on a whole node.
+    pub fn inconsistencies(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        let running = self.sql("SELECT count(*) FROM transactions WHERE result = 'running'");
+        if running != "0" {
+            found.push(format!("{running} transaction(s) still running"));
+        }
+        let installing = self.sql("SELECT count(*) FROM releases WHERE state = 'installing'");
+        if installing != "0" {
+            found.push(format!("{installing} release(s) still installing"));
+        }
+        let rows = self.sql("SELECT dir FROM snapshots");
+        let rows: Vec<&str> = rows.lines().collect();
+        for dir in &rows {
+            if !Path::new(dir).is_dir() {
+                found.push(format!("snapshot row without its dir {dir}"));
+            }
+        }
+        let snapshots = self.path("/var/lib/berth/snapshots");
+        for name in berth_tests::names(&snapshots) {
+            let dir = snapshots.join(&name).display().to_string();
+            if !rows.contains(&dir.as_str()) {
+                found.push(format!("snapshot dir without a row {dir}"));
+            }
+        }
+        let known = self.sql("SELECT dir FROM releases WHERE package = 'webapp'");
+        let releases = self.path("/var/lib/berth/releases/webapp");
+        for name in berth_tests::names(&releases) {
+            let dir = releases.join(&name).display().to_string();
+            if !known.lines().any(|k| k == dir) {
+                found.push(format!("release dir no row knows {dir}"));
             }
         }
         found

@@ -12,6 +12,7 @@ mod agent_kills;
 mod agent_maintain;
 mod agent_recover;
 mod agent_rollback;
+mod agent_state;
 mod agent_support;
 mod bad_input_build;
 mod bad_input_repo;

@@ -44,7 +44,7 @@ pub fn gc(node: &Node, dry_run: bool) -> Result<GcReport, Error> {
         Some(node.lock("gc")?)
     };
     if !dry_run {
-        txn::recover(node, &mut store)?;
+        crate::ops::recover::recover_node(node, &mut store)?;
     }
     for package in store.packages()? {
         let releases = store.releases(&package)?;

@@ -23,6 +23,7 @@ use crate::error::Error;
 use crate::fault;
 use crate::fetch;
 use crate::node::Node;
+use crate::ops::recover;
 use crate::ops::txn::{self, HookContext, Journal};
 use crate::resolve::{self, Wanted};
 use crate::store::{NewRelease, Release, ReleaseState, Store, TxnKind, TxnResult};
@@ -88,7 +89,7 @@ pub fn install(
     }
     let _lock = node.lock(&format!("install {label}"))?;
     let mut store = node.store()?;
-    txn::recover(node, &mut store)?;
+    recover::recover_node(node, &mut store)?;
     // The floor rises once the artifact the index names is in hand: an
     // artifact refused (too large, wrong digest) leaves the state as it was.
     let accepted = match &located {
@@ -97,7 +98,7 @@ pub fn install(
     };
     let source = obtain(node, located, progress)?;
     if let Some((repo, accepted)) = accepted {
-        trust::record(&mut store, &accepted, &repo)?;
+        trust::record(node, &mut store, &accepted, &repo)?;
     }
     let release = source.manifest.release();
     let package = release.name.clone();
@@ -182,8 +183,9 @@ fn run(
     let current_manifest = current.and_then(|c| Manifest::parse(&c.manifest).ok());
 
     // Unpack, unless the release is kept here intact already.
-    let created = match journal.step("unpack", || {
-        prepare_release_dir(source, &release_dir, progress)
+    let created = match journal.step_noting("unpack", || {
+        let created = prepare_release_dir(source, &release_dir, progress)?;
+        Ok((created, created.then(|| txn::UNPACKED_DETAIL.to_owned())))
     }) {
         Ok(created) => created,
         Err(e) => {
@@ -305,6 +307,9 @@ fn run(
             node, journal, hook, ending, &release, row, current, target, opts,
         ));
     }
+    // The mark recovery goes by: from here an interruption is finished,
+    // before it undone.
+    journal.step(txn::HEALTHY_STEP, || Ok(()))?;
 
     let prev_id = current.map(|c| c.id);
     fault::point("commit:before");
@@ -378,20 +383,8 @@ fn after_switch_failure(
         Err(e) => return journal.fail(TxnResult::Failed, e),
     };
     // The previous release is running again: its own post_install starts it.
-    if let Some(cur) = current
-        && let Ok(m) = Manifest::parse(&cur.manifest)
-    {
-        let ctx = HookContext {
-            action: "rollback",
-            package: release.name.clone(),
-            release: cur.release.clone(),
-            channel: None,
-            release_dir: cur.dir.clone(),
-            previous: None,
-            snapshot_dir: None,
-            timeout_secs: m.hooks.timeout_secs,
-        };
-        let _ = txn::run_hook(node, journal, &m, &ctx, "post_install");
+    if let Some(cur) = current {
+        txn::restart_previous(node, journal, cur);
     }
     let _ = journal.store.write(|w| {
         w.set_release_state(row, ReleaseState::Failed)?;
@@ -422,7 +415,9 @@ fn prepare_release_dir(
     }
     // Not current here (installing the current release again when it is
     // intact is `unchanged`), so a damaged copy can simply be replaced.
-    txn::unpack_into_place(&source.path, release_dir, progress, |_| Ok(()))?;
+    txn::unpack_into_place(&source.path, &source.sha256, release_dir, progress, |_| {
+        Ok(())
+    })?;
     Ok(true)
 }
 

@@ -3,6 +3,7 @@
 pub mod gc;
 pub mod install;
 pub mod query;
+pub mod rebuild;
 pub mod recover;
 pub mod rollback;
 pub mod txn;

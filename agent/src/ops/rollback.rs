@@ -84,7 +84,7 @@ pub fn rollback(
         Some(node.lock(&format!("rollback {}", opts.package))?)
     };
     if !opts.dry_run {
-        txn::recover(node, &mut store)?;
+        crate::ops::recover::recover_node(node, &mut store)?;
     }
     let current = store
         .current_release(&opts.package)?
@@ -196,7 +196,7 @@ pub fn rollback(
         // A tree that was modified on the node when it was replaced comes
         // back as it was then, from the snapshot's tarball.
         let tarball = snapshot.dir.join("tree.tar.zst");
-        txn::unpack_into_place(&cached, &dir, progress, |staging| {
+        txn::unpack_into_place(&cached, &target_release.sha256, &dir, progress, |staging| {
             if snapshot.kind == SnapshotKind::TreeTarball && tarball.is_file() {
                 restore_tree(&tarball, &unpack::tree_dir(staging))?;
             }
@@ -213,9 +213,25 @@ pub fn rollback(
         Some(m) => match journal.step("snapshot", || txn::snapshot_tree(node, &current, m, txn_id))
         {
             Ok(s) => (Some(s.0), Some(s.1)),
-            Err(e) => return Err(journal.fail(TxnResult::Failed, e)),
+            Err(e) => {
+                let _ = fs::remove_dir_all(node.layout.snapshots_dir().join(txn_id.to_string()));
+                return Err(journal.fail(TxnResult::Failed, e));
+            }
         },
         None => (None, None),
+    };
+    // A failure before the switch leaves the node as it was: the snapshot
+    // of the release that stays current goes (dir, and row once recorded).
+    let abort = |journal: &mut Journal<'_>, e: Error, recorded: Option<i64>| {
+        if let Some(dir) = &snap_dir {
+            let _ = fs::remove_dir_all(dir);
+        }
+        if let Some(id) = recorded {
+            let _ = journal
+                .store
+                .write(|w| w.delete_snapshot(crate::store::SnapshotId(id)));
+        }
+        journal.fail(TxnResult::Failed, e)
     };
     let ctx = HookContext {
         action: "rollback",
@@ -228,6 +244,7 @@ pub fn rollback(
         timeout_secs: manifest.hooks.timeout_secs,
     };
     // Backup and dump of the release being left, with its own hooks.
+    let mut recorded = None;
     if let (Some(m), Some(dir)) = (&current_manifest, &snap_dir) {
         let leaving = HookContext {
             release: current.release.clone(),
@@ -239,17 +256,16 @@ pub fn rollback(
         };
         for hook in ["backup", "dump"] {
             if let Err(e) = txn::require_hook(node, &mut journal, m, &leaving, hook) {
-                let _ = fs::remove_dir_all(dir);
-                return Err(journal.fail(TxnResult::Failed, e));
+                return Err(abort(&mut journal, e, None));
             }
         }
-        txn::record_snapshot(
+        recorded = Some(txn::record_snapshot(
             &mut journal,
             current.id,
             dir,
             kind.unwrap_or(SnapshotKind::TreeTarball),
             &current.sha256,
-        )?;
+        )?);
     }
 
     let tree = unpack::tree_dir(&target_release.dir);
@@ -257,10 +273,10 @@ pub fn rollback(
     if let Err(e) = journal.step("link", || {
         txn::link_node_local(node, &opts.package, &manifest, &tree, Some(&previous_tree))
     }) {
-        return Err(journal.fail(TxnResult::Failed, e));
+        return Err(abort(&mut journal, e, recorded));
     }
     if let Err(e) = txn::require_hook(node, &mut journal, &manifest, &ctx, "pre_install") {
-        return Err(journal.fail(TxnResult::Failed, e));
+        return Err(abort(&mut journal, e, recorded));
     }
     if opts.with_data {
         // The restore hook of the release being returned to, with the dumps
@@ -270,11 +286,11 @@ pub fn rollback(
             ..ctx.clone()
         };
         if let Err(e) = txn::require_hook(node, &mut journal, &manifest, &restore_ctx, "restore") {
-            return Err(journal.fail(TxnResult::Failed, e));
+            return Err(abort(&mut journal, e, recorded));
         }
     }
     if let Err(e) = journal.step("switch", || txn::switch(&target, &tree, txn_id)) {
-        return Err(journal.fail(TxnResult::Failed, e));
+        return Err(abort(&mut journal, e, recorded));
     }
     for hook in ["post_install", "health"] {
         let ending = match txn::run_hook(node, &mut journal, &manifest, &ctx, hook) {
@@ -291,6 +307,7 @@ pub fn rollback(
             if let Err(e) = back {
                 return Err(journal.fail(TxnResult::Failed, e));
             }
+            txn::restart_previous(node, &mut journal, &current);
             let e = Error::RolledBack {
                 hook: hook.into(),
                 release: target_release.release.to_string(),
@@ -300,7 +317,10 @@ pub fn rollback(
             return Err(journal.fail(TxnResult::RolledBack, e));
         }
     }
+    // The mark recovery goes by: from here an interruption is finished.
+    journal.step(txn::HEALTHY_STEP, || Ok(()))?;
     let (to_row, from_row) = (target_release.id, current.id);
+    crate::fault::point("commit:before");
     journal.store.write(|w| {
         w.set_release_state(to_row, ReleaseState::Healthy)?;
         w.set_current_release(to_row)?;
@@ -309,6 +329,7 @@ pub fn rollback(
         }
         w.finish_transaction(txn_id, TxnResult::Committed, None)
     })?;
+    crate::fault::point("commit:after");
     Ok(RollbackReport {
         txn: Some(txn_id.0),
         ..report

@@ -19,8 +19,8 @@ use crate::fault;
 use crate::hooks::{self, Ending, HookCommand, OutputSink};
 use crate::node::Node;
 use crate::store::{
-    EventLevel, HookExit, NewHookRun, NewSnapshot, Release, ReleaseRowId, ReleaseState,
-    SnapshotKind, Store, TxnId, TxnRecord, TxnResult,
+    HookExit, NewHookRun, NewSnapshot, Release, ReleaseRowId, ReleaseState, SnapshotId,
+    SnapshotKind, Store, TxnId, TxnKind, TxnResult,
 };
 
 /// A running transaction and its journal.
@@ -42,13 +42,24 @@ impl Journal<'_> {
         name: &str,
         f: impl FnOnce() -> Result<T, Error>,
     ) -> Result<T, Error> {
+        self.step_noting(name, || f().map(|v| (v, None)))
+    }
+
+    /// [`Journal::step`], whose closure also gives the detail recorded
+    /// with the step when it is done: what recovery needs to know to undo
+    /// it (e.g. that `unpack` made the release dir rather than found it).
+    pub fn step_noting<T>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce() -> Result<(T, Option<String>), Error>,
+    ) -> Result<T, Error> {
         let txn = self.txn;
         let id = self.store.write(|w| w.step_started(txn, name))?;
         fault::point(&format!("{name}:before"));
         match f() {
-            Ok(v) => {
+            Ok((v, detail)) => {
                 fault::point(&format!("{name}:after"));
-                self.store.write(|w| w.step_done(id, None))?;
+                self.store.write(|w| w.step_done(id, detail.as_deref()))?;
                 Ok(v)
             }
             Err(e) => {
@@ -70,6 +81,15 @@ impl Journal<'_> {
         error
     }
 }
+
+/// The step journaled once post_install and health have passed on the new
+/// release: recovery finishes a transaction that got this far and undoes
+/// one that did not.
+pub const HEALTHY_STEP: &str = "healthy";
+
+/// The detail of an `unpack` step that made the release dir (rather than
+/// finding it kept and intact): recovery removes what it made.
+pub const UNPACKED_DETAIL: &str = "unpacked";
 
 /// What a hook needs to know about the transaction.
 #[derive(Debug, Clone)]
@@ -265,16 +285,42 @@ pub fn env_file(node: &Node, package: &str) -> Option<PathBuf> {
     Some(node.layout.path(&file.display().to_string()))
 }
 
+/// The release `previous` is running again after a switch back: its own
+/// post_install starts it. Its failure is recorded in the journal and
+/// reported with the error that caused the switch back, not instead of it.
+pub fn restart_previous(node: &Node, journal: &mut Journal<'_>, previous: &Release) {
+    let Ok(m) = Manifest::parse(&previous.manifest) else {
+        return;
+    };
+    let ctx = HookContext {
+        action: "rollback",
+        package: previous.release.name.clone(),
+        release: previous.release.clone(),
+        channel: None,
+        release_dir: previous.dir.clone(),
+        previous: None,
+        snapshot_dir: None,
+        timeout_secs: m.hooks.timeout_secs,
+    };
+    let _ = run_hook(node, journal, &m, &ctx, "post_install");
+}
+
+/// The symlink a switch of transaction `txn` makes beside `target` and
+/// renames over it.
+pub fn switch_link(target: &Path, txn: TxnId) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    target.with_file_name(format!(".{name}.berth-{txn}"))
+}
+
 /// Points `target` at `tree` with one `rename(2)` of a new symlink over it,
 /// then fsyncs the directory: the commit point of a switch.
 pub fn switch(target: &Path, tree: &Path, txn: TxnId) -> Result<(), Error> {
     let dir = target.parent().unwrap_or(Path::new("/"));
     fsutil::create_dir_all_synced(dir)?;
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.berth-{txn}"));
+    let tmp = switch_link(target, txn);
     let _ = fs::remove_file(&tmp);
     symlink(tree, &tmp).at("cannot create symlink", &tmp)?;
     fs::rename(&tmp, target).at("cannot switch", target)?;
@@ -328,8 +374,30 @@ pub fn intact(dir: &Path, manifest: &Manifest) -> Result<bool, Error> {
 }
 
 /// The file whose mtime marks when a release dir was complete: a file
-/// changed on the node after it has a later mtime.
+/// changed on the node after it has a later mtime. It holds the digest of
+/// the artifact the dir was unpacked from (`artifact_sha256 = "…"`), so
+/// that `agent recover --rebuild` can record the release again.
 pub const UNPACKED_STAMP: &str = ".unpacked";
+
+/// The key of the digest in [`UNPACKED_STAMP`].
+pub const STAMP_KEY: &str = "artifact_sha256";
+
+/// The record a snapshot dir keeps of itself, for `agent recover
+/// --rebuild`: which release it holds, how, and when it was taken; the
+/// release's manifest is beside it as `MANIFEST.toml`.
+pub const SNAPSHOT_RECORD: &str = "SNAPSHOT.toml";
+
+/// What [`SNAPSHOT_RECORD`] holds.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRecord {
+    pub package: String,
+    pub version: String,
+    pub build: u64,
+    pub artifact_sha256: String,
+    pub kind: String,
+    pub taken_at: jiff::Timestamp,
+}
 
 /// A cheap version of [`intact`], reading metadata only: every entry of
 /// the manifest is there with its type, size, mode (and symlink target),
@@ -486,10 +554,25 @@ pub fn snapshot_tree(
     for sub in ["backup", "dumps"] {
         fsutil::create_dir_all_synced(&dir.join(sub))?;
     }
+    let record = |kind: SnapshotKind| -> Result<(), Error> {
+        let text = toml::to_string(&SnapshotRecord {
+            package: current.release.name.clone(),
+            version: current.release.version.clone(),
+            build: current.release.build,
+            artifact_sha256: current.sha256.clone(),
+            kind: kind.to_string(),
+            taken_at: jiff::Timestamp::now(),
+        })
+        .expect("a snapshot record serializes");
+        fsutil::write_atomic(&dir.join("MANIFEST.toml"), current.manifest.as_bytes())?;
+        fsutil::write_atomic(&dir.join(SNAPSHOT_RECORD), text.as_bytes())?;
+        Ok(())
+    };
     let cached = node.layout.cached_artifact(&current.sha256);
     if cached.is_file() && current.dir.is_dir() && looks_intact(&current.dir, manifest)? {
         fs::write(dir.join("artifact"), format!("{}\n", current.sha256))
             .at("cannot write snapshot", &dir)?;
+        record(SnapshotKind::ArtifactRef)?;
         return Ok((dir, SnapshotKind::ArtifactRef));
     }
     // A tarball holds the tree compressed: its size is at most about the
@@ -512,6 +595,7 @@ pub fn snapshot_tree(
     fs::File::open(&tarball)
         .and_then(|f| f.sync_all())
         .at("cannot sync", &tarball)?;
+    record(SnapshotKind::TreeTarball)?;
     Ok((dir, SnapshotKind::TreeTarball))
 }
 
@@ -536,6 +620,7 @@ pub fn ensure_space(dir: &Path, needed: u64) -> Result<(), Error> {
 /// that is not current), so a failure never leaves a half-made release.
 pub fn unpack_into_place(
     artifact: &Path,
+    sha256: &str,
     release_dir: &Path,
     progress: &dyn berth_core::progress::Progress,
     finish: impl FnOnce(&Path) -> Result<(), Error>,
@@ -566,7 +651,10 @@ pub fn unpack_into_place(
     }
     let stamp = staging.join(UNPACKED_STAMP);
     fs::File::create(&stamp)
-        .and_then(|f| f.sync_all())
+        .and_then(|mut f| {
+            f.write_all(format!("{STAMP_KEY} = \"{sha256}\"\n").as_bytes())?;
+            f.sync_all()
+        })
         .at("cannot write", &stamp)?;
     fs::rename(&staging, release_dir).at("cannot move into place", release_dir)?;
     fsutil::sync_dir(parent)?;
@@ -621,82 +709,6 @@ pub fn record_snapshot(
     Ok(id.0)
 }
 
-/// What [`recover`] did.
-#[derive(Debug, Clone, Default)]
-pub struct Recovery {
-    /// Interrupted transactions, closed as failed.
-    pub closed: Vec<TxnRecord>,
-    /// Per package of a closed transaction: the release the target link
-    /// points at, now current in the database (`None`: it points at no
-    /// release the node knows, or there is no link).
-    pub current: Vec<(String, Option<ReleaseId>)>,
-    /// Staging directories and cut-short downloads removed.
-    pub removed: Vec<PathBuf>,
-}
-
-impl Recovery {
-    pub fn is_empty(&self) -> bool {
-        self.closed.is_empty() && self.removed.is_empty()
-    }
-}
-
-/// Finishes what an interrupted command left: this process holds the node
-/// lock, so a transaction still `running` belongs to a dead process. The
-/// target link on disk is the truth: the release it points at is current.
-/// Staging directories are removed.
-pub fn recover(node: &Node, store: &mut Store) -> Result<Recovery, Error> {
-    let mut done = Recovery::default();
-    for txn in store.unfinished_transactions()? {
-        let id = txn.id;
-        store.write(|w| {
-            w.finish_transaction(
-                id,
-                TxnResult::Failed,
-                Some("interrupted; recovered by the next command"),
-            )?;
-            w.record_event(
-                &txn.package,
-                Some(id),
-                EventLevel::Warn,
-                "an interrupted transaction was closed as failed",
-            )
-        })?;
-        let releases = store.releases(&txn.package)?;
-        let package = txn.package.clone();
-        done.closed.push(txn);
-        done.removed.extend(clean_staging(node, &package)?);
-        let Some(manifest_target) = releases
-            .iter()
-            .find_map(|r| Manifest::parse(&r.manifest).ok().map(|m| m.install.target))
-        else {
-            done.current.push((package, None));
-            continue;
-        };
-        let target = node.layout.path(&manifest_target);
-        let on_disk = target_of(&target);
-        let found = releases
-            .iter()
-            .find(|r| on_disk.as_deref() == Some(unpack::tree_dir(&r.dir).as_path()));
-        if let Some(r) = found {
-            let row = r.id;
-            store.write(|w| w.set_current_release(row))?;
-        }
-        done.current
-            .push((package, found.map(|r| r.release.clone())));
-    }
-    // A download into the cache cut short (fetches run under the lock).
-    let cache = node.layout.cache_dir();
-    if let Ok(entries) = fs::read_dir(&cache) {
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(".tmp-") {
-                fs::remove_file(e.path()).at("cannot remove", &e.path())?;
-                done.removed.push(e.path());
-            }
-        }
-    }
-    Ok(done)
-}
-
 /// Removes `.staging-*` directories of `package`; returns them.
 pub fn clean_staging(node: &Node, package: &str) -> Result<Vec<PathBuf>, Error> {
     let dir = node.layout.releases_dir(package);
@@ -725,6 +737,13 @@ pub struct Pruned {
 /// failed releases never count as kept), never the current one nor
 /// `also_keep` (the release a rollback would go to); then snapshots past
 /// the node's retention by count and bytes, never the newest.
+///
+/// Unless `dry_run`, the removals are a `gc` transaction of their own
+/// (begun only when there is something to remove), one journaled step
+/// each. Each removal first renames its directory to a `.trash-*` name
+/// beside it, so a kill leaves either the whole directory or a trash
+/// directory that the next command's recovery removes, never a release or
+/// snapshot half deleted under its own name.
 pub fn prune(
     node: &Node,
     store: &mut Store,
@@ -734,6 +753,7 @@ pub fn prune(
     dry_run: bool,
 ) -> Result<Pruned, Error> {
     let mut pruned = Pruned::default();
+    let mut releases = Vec::new();
     let mut kept = 0;
     for r in store.releases(package)? {
         if !r.dir.exists() {
@@ -745,28 +765,100 @@ pub fn prune(
             continue;
         }
         pruned.bytes += dir_bytes(&r.dir);
-        if !dry_run {
-            fs::remove_dir_all(&r.dir).at("cannot prune", &r.dir)?;
-        }
-        pruned.releases.push(r.release);
+        pruned.releases.push(r.release.clone());
+        releases.push(r);
     }
     let limit = (node.config.retention.snapshots as usize).max(1);
     let max_bytes = node.config.retention.snapshot_bytes;
     let mut bytes = 0;
+    let mut snapshots = Vec::new();
     for (i, s) in store.snapshots(package)?.into_iter().enumerate() {
         bytes += s.bytes;
         if i == 0 || (i < limit && (max_bytes == 0 || bytes <= max_bytes)) {
             continue;
         }
         pruned.bytes += s.bytes;
-        if !dry_run {
-            if s.dir.exists() {
-                fs::remove_dir_all(&s.dir).at("cannot prune", &s.dir)?;
-            }
-            let id = s.id;
-            store.write(|w| w.delete_snapshot(id))?;
-        }
-        pruned.snapshots.push((s.id.0, s.release));
+        pruned.snapshots.push((s.id.0, s.release.clone()));
+        snapshots.push(s);
     }
-    Ok(pruned)
+    if dry_run || (releases.is_empty() && snapshots.is_empty()) {
+        return Ok(pruned);
+    }
+    let txn = store.write(|w| w.begin_transaction(TxnKind::Gc, package, None, None))?;
+    let mut journal = Journal { store, txn };
+    let result = (|| {
+        for r in &releases {
+            journal.step(
+                &format!("remove release {}", r.release.version_build()),
+                || remove_via_trash(&r.dir, &release_trash(&r.dir)),
+            )?;
+        }
+        for s in &snapshots {
+            let id = s.id;
+            let trash = snapshot_trash(node, id);
+            // The rename is the removal; the row goes next, then the
+            // bytes. Recovery finishes both for a trash dir it finds.
+            journal.step(&format!("remove snapshot {id}"), || {
+                rename_to_trash(&s.dir, &trash)
+            })?;
+            journal.store.write(|w| w.delete_snapshot(id))?;
+            remove_trash(&trash)?;
+        }
+        Ok::<(), Error>(())
+    })();
+    match result {
+        Ok(()) => {
+            fault::point("commit:before");
+            journal
+                .store
+                .write(|w| w.finish_transaction(txn, TxnResult::Committed, None))?;
+            fault::point("commit:after");
+            Ok(pruned)
+        }
+        Err(e) => Err(journal.fail(TxnResult::Failed, e)),
+    }
+}
+
+/// The prefix of directories being removed: recovery removes any it finds.
+pub const TRASH_PREFIX: &str = ".trash-";
+
+/// `releases/<pkg>/.trash-<version>+<build>` for a release dir.
+fn release_trash(dir: &Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dir.with_file_name(format!("{TRASH_PREFIX}{name}"))
+}
+
+/// `snapshots/.trash-<id>`: the id tells recovery which row to forget.
+pub fn snapshot_trash(node: &Node, id: SnapshotId) -> PathBuf {
+    node.layout
+        .snapshots_dir()
+        .join(format!("{TRASH_PREFIX}{}", id.0))
+}
+
+/// Renames `dir` to `trash` (durably); a missing `dir` is removed already.
+fn rename_to_trash(dir: &Path, trash: &Path) -> Result<(), Error> {
+    remove_trash(trash)?;
+    match fs::rename(dir, trash) {
+        Ok(()) => Ok(fsutil::sync_dir(trash.parent().unwrap_or(Path::new("/")))?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(PathError::new("cannot remove", dir, e).into()),
+    }
+}
+
+/// Removes a trash directory, if there is one.
+pub fn remove_trash(trash: &Path) -> Result<(), Error> {
+    match fs::remove_dir_all(trash) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(PathError::new("cannot remove", trash, e).into()),
+    }
+}
+
+/// Removes `dir` by renaming it to `trash` first.
+pub fn remove_via_trash(dir: &Path, trash: &Path) -> Result<(), Error> {
+    rename_to_trash(dir, trash)?;
+    remove_trash(trash)
 }

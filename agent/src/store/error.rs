@@ -88,11 +88,11 @@ impl Diagnose for StoreError {
     }
 
     fn hint(&self) -> Option<String> {
-        let damaged = "berth never starts afresh over a damaged database: restore the file from a backup, or move it aside (with its -wal and -shm files) to start with an empty state that has forgotten this node's releases, snapshots and history";
+        let damaged = "berth never starts afresh over a damaged database: restore the file from a backup, or run `agent recover --rebuild`, which moves it aside and makes it again from the release dirs, snapshots and records the node keeps (the history of past transactions and their hook output is lost)";
         match self {
             StoreError::NotADatabase { .. } | StoreError::Corrupt { .. } => Some(damaged.into()),
             StoreError::StrayWal { .. } => Some(
-                "put the database back next to its -wal file, or move the -wal (and any -shm) aside too to start with an empty state; its changes are then lost".into(),
+                "put the database back next to its -wal file, or run `agent recover --rebuild`, which moves the -wal aside and makes the database again from what the node keeps on disk".into(),
             ),
             StoreError::TooNew { .. } => Some(
                 "upgrade the agent to the version that wrote this database or newer; berth never downgrades a database".into(),

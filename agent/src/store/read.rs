@@ -161,6 +161,15 @@ impl Store {
         )
     }
 
+    /// Every accepted sequence: `(channel, package, sequence)`.
+    pub fn channel_sequences(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        self.rows(
+            "SELECT channel, package, sequence FROM channel_sequences ORDER BY channel, package",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, unsigned(row, 2)?)),
+        )
+    }
+
     fn with_steps(&self, mut record: TxnRecord) -> Result<TxnRecord, StoreError> {
         record.steps = self.rows(
             "SELECT seq, name, state, started_at, finished_at, detail

@@ -61,6 +61,14 @@ macro_rules! text_enum {
                     $($name::$variant => $text,)+
                 }
             }
+
+            /// The value written as `text`, if it is one.
+            pub fn from_text(text: &str) -> Option<Self> {
+                match text {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
         }
 
         impl fmt::Display for $name {
@@ -108,6 +116,12 @@ text_enum! {
     TxnKind {
         Install = "install",
         Rollback = "rollback",
+        /// `agent gc` on one package: release dirs, snapshots and cached
+        /// artifacts removed, one step each.
+        Gc = "gc",
+        /// `agent recover --rebuild`: the state database made again from
+        /// what the node keeps on disk.
+        Rebuild = "rebuild",
     }
 }
 

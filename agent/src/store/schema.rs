@@ -5,9 +5,12 @@
 //!
 //! Append only: a script that shipped is never edited, because nodes already
 //! ran it. docs/state.md documents the latest schema column by column.
-//! Foreign keys are on while migrations run and cannot be turned off inside
-//! a transaction: a script that rebuilds a table uses `PRAGMA
-//! defer_foreign_keys = ON` and SQLite's copy-and-rename procedure.
+//! A script that changes a table's constraints rebuilds it with SQLite's
+//! copy-and-rename procedure: foreign keys are off while migrations run
+//! (they cannot be turned off inside a transaction, and deferring them is
+//! not enough: dropping the old table counts its children as violations
+//! that the rename does not take back), and `PRAGMA foreign_key_check`
+//! must find nothing before the version bump commits.
 //!
 //! The tables are plain (not STRICT) so that the `sqlite3` shipped by older
 //! distributions can still read the file; CHECK constraints hold the types
@@ -15,7 +18,7 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use super::StoreError;
 
@@ -118,7 +121,42 @@ CREATE TABLE channel_sequences (
 );
 ";
 
-const MIGRATIONS: &[&str] = &[V1];
+/// Version 2: `gc` transactions (a journaled `agent gc`, one per package)
+/// and `rebuild` ones (`agent recover --rebuild`). The table is rebuilt to
+/// widen its CHECK; its AUTOINCREMENT counter is carried over, because
+/// snapshot directories are named by transaction number and a number must
+/// never be used twice.
+const V2: &str = "
+CREATE TABLE transactions_v2 (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind         TEXT    NOT NULL CHECK (kind IN ('install', 'rollback', 'gc', 'rebuild')),
+    package      TEXT    NOT NULL,
+    from_release INTEGER REFERENCES releases (id),
+    to_release   INTEGER REFERENCES releases (id),
+    started_at   INTEGER NOT NULL CHECK (typeof(started_at) = 'integer'),
+    finished_at  INTEGER CHECK (finished_at IS NULL OR typeof(finished_at) = 'integer'),
+    result       TEXT    NOT NULL DEFAULT 'running'
+        CHECK (result IN ('running', 'committed', 'rolled-back', 'failed')),
+    error        TEXT,
+    pid          INTEGER NOT NULL,
+    CHECK ((result = 'running') = (finished_at IS NULL))
+);
+INSERT INTO transactions_v2 SELECT * FROM transactions;
+DELETE FROM sqlite_sequence WHERE name = 'transactions_v2';
+UPDATE sqlite_sequence SET name = 'transactions_v2' WHERE name = 'transactions';
+DROP TABLE transactions;
+ALTER TABLE transactions_v2 RENAME TO transactions;
+CREATE INDEX transactions_by_package ON transactions (package, id);
+CREATE INDEX transactions_running ON transactions (id) WHERE result = 'running';
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2];
+
+/// The first schema, for the migration tests.
+#[cfg(test)]
+pub(super) fn v1_for_tests() -> &'static str {
+    V1
+}
 
 /// The schema version this code writes.
 pub(super) const LATEST: u32 = MIGRATIONS.len() as u32;
@@ -132,6 +170,18 @@ pub(super) fn user_version(conn: &Connection, path: &Path) -> Result<u32, StoreE
 /// the same file: each step takes the write lock first and reads the
 /// version again under it, so every script runs exactly once.
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    if user_version(conn, path)? >= LATEST {
+        return Ok(());
+    }
+    conn.pragma_update(None, "foreign_keys", "OFF")
+        .map_err(StoreError::sql(path))?;
+    let result = run_migrations(conn, path);
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(StoreError::sql(path))?;
+    result
+}
+
+fn run_migrations(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     for (target, script) in (1..).zip(MIGRATIONS) {
         if user_version(conn, path)? >= target {
             continue;
@@ -143,6 +193,18 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
             continue;
         }
         tx.execute_batch(script).map_err(StoreError::sql(path))?;
+        let dangling: Option<String> = tx
+            .query_row("PRAGMA foreign_key_check", [], |row| row.get(0))
+            .optional()
+            .map_err(StoreError::sql(path))?;
+        if let Some(table) = dangling {
+            return Err(StoreError::Corrupt {
+                path: path.to_owned(),
+                detail: format!(
+                    "migrating to schema version {target} left rows of `{table}` pointing at nothing"
+                ),
+            });
+        }
         tx.pragma_update(None, "user_version", target)
             .map_err(StoreError::sql(path))?;
         tx.commit().map_err(StoreError::sql(path))?;

@@ -88,7 +88,7 @@ fn a_missing_database_is_created_with_the_schema() {
     let (dir, path) = temp_db();
     let store = Store::open(&path).unwrap();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 1);
+    assert_eq!(SCHEMA_VERSION, 2);
     let tables: Vec<String> = store
         .conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
@@ -176,7 +176,10 @@ fn a_file_that_is_not_sqlite_is_refused_and_never_replaced() {
         assert!(matches!(err, StoreError::NotADatabase { .. }), "{err:?}");
         assert!(err.to_string().contains(&path.display().to_string()));
         let hint = err.hint().unwrap();
-        assert!(hint.contains("restore the file from a backup") && hint.contains("move it aside"));
+        assert!(
+            hint.contains("restore the file from a backup")
+                && hint.contains("agent recover --rebuild")
+        );
         assert_eq!(fs::read(&path).unwrap(), garbage);
     }
 }
@@ -627,4 +630,44 @@ fn the_sqlite3_command_line_reads_the_database() {
     );
     drop(store);
     assert_eq!(sqlite3(&path, "PRAGMA quick_check"), "ok\n");
+}
+
+/// A database written by the first schema, as a node that ran an older
+/// agent has it: migrated to the latest with every row and every reference
+/// kept, the transaction counter carried over, and `gc` transactions allowed.
+#[test]
+fn a_version_1_database_is_migrated_keeping_every_row_and_the_counter() {
+    let (_dir, path) = temp_db();
+    let v1 = super::schema::v1_for_tests();
+    sqlite3(
+        &path,
+        &format!(
+            "{v1}
+             INSERT INTO releases (package, version, build, sha256, manifest, dir, state, is_current, installed_at, data_epoch)
+                 VALUES ('webapp', '1.0', 1, '{sha}', 'm', '/d', 'healthy', 1, 1, 0);
+             INSERT INTO transactions (kind, package, to_release, started_at, finished_at, result, pid)
+                 VALUES ('install', 'webapp', 1, 1, 2, 'committed', 7), ('install', 'webapp', 1, 3, 4, 'failed', 7);
+             INSERT INTO steps (txn_id, seq, name, state, started_at, finished_at) VALUES (2, 1, 'unpack', 'done', 3, 4);
+             INSERT INTO snapshots (package, release_id, created_at, kind, dir, bytes, has_backup, has_dumps, txn_id)
+                 VALUES ('webapp', 1, 3, 'tree-tarball', '/s/2', 0, 0, 0, 2);
+             UPDATE sqlite_sequence SET seq = 9 WHERE name = 'transactions';
+             PRAGMA user_version = 1;",
+            sha = "a".repeat(64)
+        ),
+    );
+    let mut store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    let history = store.history("webapp").unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0].steps.len(), 1);
+    assert_eq!(store.snapshots("webapp").unwrap().len(), 1);
+    // The counter went on from 9, not from the highest row (2): snapshot
+    // directories are named by transaction number.
+    let txn = store
+        .write(|w| w.begin_transaction(TxnKind::Gc, "webapp", None, None))
+        .unwrap();
+    assert_eq!(txn.0, 10);
+    drop(store);
+    assert_eq!(sqlite3(&path, "PRAGMA foreign_key_check"), "");
+    assert_eq!(sqlite3(&path, "PRAGMA integrity_check"), "ok\n");
 }

@@ -59,6 +59,27 @@ impl<'t> Writer<'t> {
         Ok(TxnId(self.conn.last_insert_rowid()))
     }
 
+    /// Makes the next transaction number higher than `highest`: numbers
+    /// name snapshot directories, so a rebuilt database must not reuse
+    /// one that a directory on disk still has.
+    pub fn reserve_transaction_ids(&self, highest: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO sqlite_sequence (name, seq)
+                 SELECT 'transactions', 0
+                 WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'transactions')",
+                [],
+            )
+            .and_then(|_| {
+                self.conn.execute(
+                    "UPDATE sqlite_sequence SET seq = max(seq, ?1) WHERE name = 'transactions'",
+                    [highest],
+                )
+            })
+            .map_err(self.sql())?;
+        Ok(())
+    }
+
     /// Records which release a running transaction replaces and installs.
     pub fn set_transaction_releases(
         &self,
