@@ -81,8 +81,14 @@ pub enum Error {
     NotInstalled { package: String },
     #[error("there is no transaction #{txn} on this node")]
     UnknownTransaction { txn: i64 },
-    #[error("not enough free space in `{}`: {needed} bytes needed (the unpacked release and the snapshot), {available} available", path.display())]
+    #[error("not enough free space in `{}`: {needed} bytes needed (the release's files in whole blocks of the file system, or the snapshot), {available} available", path.display())]
     NoSpace {
+        path: PathBuf,
+        needed: u64,
+        available: u64,
+    },
+    #[error("not enough free inodes in `{}`: {needed} needed (one per file, directory and link of the release), {available} available", path.display())]
+    NoInodes {
         path: PathBuf,
         needed: u64,
         available: u64,
@@ -160,7 +166,8 @@ impl Diagnose for Error {
             | Error::FailedInPlace { .. }
             | Error::ReleaseDirGone { .. }
             | Error::StateMissing { .. }
-            | Error::NoSpace { .. } => Fault::Failure,
+            | Error::NoSpace { .. }
+            | Error::NoInodes { .. } => Fault::Failure,
             _ => Fault::Input,
         }
     }
@@ -208,7 +215,7 @@ impl Diagnose for Error {
             Error::UnknownTransaction { .. } => {
                 "`agent history PACKAGE` lists the transactions and their numbers".into()
             }
-            Error::NoSpace { .. } => {
+            Error::NoSpace { .. } | Error::NoInodes { .. } => {
                 "free space (`agent gc` removes old releases, snapshots and cached artifacts), then install again".into()
             }
             Error::NothingToRollBack { .. } | Error::UnknownRollbackTarget { .. } => {

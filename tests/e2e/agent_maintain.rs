@@ -151,6 +151,60 @@ fn an_install_is_refused_when_the_disk_cannot_hold_it() {
     assert!(!releases.exists() || fs::read_dir(&releases).unwrap().next().is_none());
 }
 
+/// A full disk under a node with a release installed: a release of 2,000
+/// small files (about 600 KB of payload, but a block each: 8 MB on this
+/// tmpfs) is refused up front with the figures, and one needing more
+/// inodes than the file system has left likewise; each time the old
+/// release stays intact and current, no staging dir is left, and the
+/// database says what it said.
+#[test]
+fn a_full_disk_refuses_the_install_with_the_figures_and_keeps_the_old_release() {
+    let node = Node::new();
+    let (v1, v2) = (rel("1.0.0", 1), rel("1.1.0", 2).files(2000));
+    node.publish(&v1);
+    node.publish(&v2);
+    for (options, words) in [
+        (
+            "size=4m",
+            [
+                "not enough free space in",
+                "bytes needed (the release's files in whole blocks",
+            ],
+        ),
+        (
+            "size=64m,nr_inodes=1200",
+            [
+                "not enough free inodes in",
+                "needed (one per file, directory and link",
+            ],
+        ),
+    ] {
+        let _ = fs::remove_dir_all(node.root());
+        fs::create_dir_all(node.root()).unwrap();
+        let _unmount = tmpfs(&node.root(), options);
+        node.installed(&v1);
+        let before = node.state();
+        let status = node.report("status");
+        let run = node.install(&v2.spec(), &[]).code(1);
+        for w in words {
+            assert!(run.stderr.contains(w), "{options}: {run}");
+        }
+        assert!(
+            run.stderr.contains("available"),
+            "the figures are given:\n{run}"
+        );
+        node.assert_current(&v1.vb());
+        node.agent(&["verify", "webapp"]).ok();
+        assert_eq!(node.leftovers(), Vec::<String>::new(), "{options}");
+        assert!(!node.release_dir(&v2.vb()).exists(), "{options}");
+        assert_eq!(node.report("status"), status, "{options}");
+        // Nothing but the download of v2 into the cache.
+        let after = node.state();
+        assert_eq!(after.db, before.db, "{options}: the database changed");
+        drop(_unmount);
+    }
+}
+
 #[test]
 fn node_owned_hooks_run_after_the_packages_own_and_can_fail_the_install() {
     let node = Node::new();

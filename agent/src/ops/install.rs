@@ -127,7 +127,7 @@ pub fn install(
         .release_dir(&package, &release.version, release.build)
         .is_dir()
     {
-        txn::ensure_space(&node.layout.state_dir(), source.manifest.payload_bytes())?;
+        txn::ensure_room_for(&node.layout.state_dir(), &source.manifest)?;
     }
     let txn_id = store.write(|w| {
         w.begin_transaction(

@@ -615,6 +615,46 @@ pub fn ensure_space(dir: &Path, needed: u64) -> Result<(), Error> {
     Ok(())
 }
 
+/// Refuses, with the figures, when the filesystem holding `dir` cannot
+/// hold `manifest`'s tree: each file rounded up to whole blocks and each
+/// directory a block (a release of thousands of small files takes many
+/// times its payload), and an inode per entry where the file system
+/// counts them (tmpfs, ext4; not btrfs, which reports none).
+pub fn ensure_room_for(dir: &Path, manifest: &Manifest) -> Result<(), Error> {
+    use berth_core::manifest::Entry;
+    let stat = rustix::fs::statvfs(dir)
+        .map_err(|e| PathError::new("cannot measure free space of", dir, e.into()))?;
+    let block = stat.f_frsize.max(512);
+    let entries = manifest.files.len() as u64 + manifest.hook_files.len() as u64 + 4;
+    let needed: u64 = manifest
+        .files
+        .values()
+        .chain(manifest.hook_files.values())
+        .map(|e| match e {
+            Entry::File { size, .. } => size.div_ceil(block) * block,
+            Entry::Dir { .. } => block,
+            Entry::Symlink { .. } => 0,
+        })
+        .sum::<u64>()
+        + 4 * block;
+    let available = stat.f_bavail.saturating_mul(stat.f_frsize);
+    if available < needed {
+        return Err(Error::NoSpace {
+            path: dir.to_owned(),
+            needed,
+            available,
+        });
+    }
+    if stat.f_files > 0 && stat.f_favail < entries {
+        return Err(Error::NoInodes {
+            path: dir.to_owned(),
+            needed: entries,
+            available: stat.f_favail,
+        });
+    }
+    Ok(())
+}
+
 /// Unpacks `artifact` into a staging dir beside `release_dir`, lets
 /// `finish` adjust it, then moves it into place (replacing a damaged copy
 /// that is not current), so a failure never leaves a half-made release.
