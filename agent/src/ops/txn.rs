@@ -85,18 +85,39 @@ pub struct HookContext {
     pub timeout_secs: u64,
 }
 
-/// Hook output goes to stderr, each line prefixed with package and hook.
+/// Hook output goes to stderr, each line prefixed with package and hook,
+/// written a chunk of the hook's output at a time (a hook printing many
+/// short lines costs a system call per chunk, not per line), each line
+/// whole.
 #[derive(Debug)]
 pub struct Stderr {
-    pub package: String,
+    prefix: Vec<u8>,
+    pending: std::sync::Mutex<Vec<u8>>,
+}
+
+impl Stderr {
+    pub fn new(package: &str) -> Stderr {
+        Stderr {
+            prefix: format!("[{package} ").into_bytes(),
+            pending: std::sync::Mutex::default(),
+        }
+    }
 }
 
 impl OutputSink for Stderr {
     fn line(&self, hook: &str, line: &[u8]) {
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "[{} {hook}] ", self.package);
-        let _ = err.write_all(line);
-        let _ = writeln!(err);
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.extend_from_slice(&self.prefix);
+        pending.extend_from_slice(hook.as_bytes());
+        pending.extend_from_slice(b"] ");
+        pending.extend_from_slice(line);
+        pending.push(b'\n');
+    }
+
+    fn flush(&self) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = std::io::stderr().lock().write_all(&pending);
+        pending.clear();
     }
 }
 
@@ -121,9 +142,7 @@ pub fn run_hook(
         programs.extend(extra.into_iter().filter(|p| p.is_file()));
     }
     let env = hook_env(node, ctx, journal.txn)?;
-    let sink = Stderr {
-        package: ctx.package.clone(),
-    };
+    let sink = Stderr::new(&ctx.package);
     for program in programs {
         let cmd = HookCommand {
             name: name.to_owned(),
@@ -151,7 +170,7 @@ pub fn run_hook(
         let (exit, timed_out) = match run.ending {
             Ending::Exited(c) => (Some(HookExit::Code(c)), false),
             Ending::Signaled(s) => (Some(HookExit::Signal(s)), false),
-            Ending::TimedOut => (None, true),
+            Ending::TimedOut(_) => (None, true),
         };
         fault::point(&format!("hook:{name}:after"));
         let text = run.output.text();
