@@ -170,6 +170,7 @@ pub fn rollback(
 
     // The tree: the kept dir, or unpacked again from the cached artifact.
     let dir = target_release.dir.clone();
+    let existed = dir.is_dir();
     let rebuilt = journal.step("tree", || {
         if dir.is_dir() && txn::looks_intact(&dir, &manifest)? {
             return Ok(false);
@@ -204,9 +205,10 @@ pub fn rollback(
         })?;
         Ok(true)
     });
-    if let Err(e) = rebuilt {
-        return Err(journal.fail(TxnResult::Failed, e));
-    }
+    let rebuilt = match rebuilt {
+        Ok(rebuilt) => rebuilt,
+        Err(e) => return Err(journal.fail(TxnResult::Failed, e)),
+    };
 
     // What is left behind is snapshotted too, so this can be undone.
     let (snap_dir, kind) = match current_manifest.as_ref() {
@@ -227,7 +229,25 @@ pub fn rollback(
         snapshot_dir: snap_dir.clone(),
         timeout_secs: manifest.hooks.timeout_secs,
     };
+    // Undoes what was made before the switch: the release dir when it was
+    // not there before (a damaged one it replaced is kept repaired), the
+    // snapshot dir and, once recorded, the snapshot's row.
+    let abort = |journal: &mut Journal<'_>, e: Error, recorded: Option<i64>| {
+        if rebuilt && !existed {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        if let Some(d) = &snap_dir {
+            let _ = fs::remove_dir_all(d);
+        }
+        if let Some(id) = recorded {
+            let _ = journal
+                .store
+                .write(|w| w.delete_snapshot(crate::store::SnapshotId(id)));
+        }
+        journal.fail(TxnResult::Failed, e)
+    };
     // Backup and dump of the release being left, with its own hooks.
+    let mut recorded = None;
     if let (Some(m), Some(dir)) = (&current_manifest, &snap_dir) {
         let leaving = HookContext {
             release: current.release.clone(),
@@ -239,17 +259,16 @@ pub fn rollback(
         };
         for hook in ["backup", "dump"] {
             if let Err(e) = txn::require_hook(node, &mut journal, m, &leaving, hook) {
-                let _ = fs::remove_dir_all(dir);
-                return Err(journal.fail(TxnResult::Failed, e));
+                return Err(abort(&mut journal, e, None));
             }
         }
-        txn::record_snapshot(
+        recorded = Some(txn::record_snapshot(
             &mut journal,
             current.id,
             dir,
             kind.unwrap_or(SnapshotKind::TreeTarball),
             &current.sha256,
-        )?;
+        )?);
     }
 
     let tree = unpack::tree_dir(&target_release.dir);
@@ -257,10 +276,10 @@ pub fn rollback(
     if let Err(e) = journal.step("link", || {
         txn::link_node_local(node, &opts.package, &manifest, &tree, Some(&previous_tree))
     }) {
-        return Err(journal.fail(TxnResult::Failed, e));
+        return Err(abort(&mut journal, e, recorded));
     }
     if let Err(e) = txn::require_hook(node, &mut journal, &manifest, &ctx, "pre_install") {
-        return Err(journal.fail(TxnResult::Failed, e));
+        return Err(abort(&mut journal, e, recorded));
     }
     if opts.with_data {
         // The restore hook of the release being returned to, with the dumps
@@ -270,11 +289,11 @@ pub fn rollback(
             ..ctx.clone()
         };
         if let Err(e) = txn::require_hook(node, &mut journal, &manifest, &restore_ctx, "restore") {
-            return Err(journal.fail(TxnResult::Failed, e));
+            return Err(abort(&mut journal, e, recorded));
         }
     }
     if let Err(e) = journal.step("switch", || txn::switch(&target, &tree, txn_id)) {
-        return Err(journal.fail(TxnResult::Failed, e));
+        return Err(abort(&mut journal, e, recorded));
     }
     for hook in ["post_install", "health"] {
         let ending = match txn::run_hook(node, &mut journal, &manifest, &ctx, hook) {
@@ -290,6 +309,19 @@ pub fn rollback(
             });
             if let Err(e) = back {
                 return Err(journal.fail(TxnResult::Failed, e));
+            }
+            // The release left is running again: its own post_install
+            // starts it, as after a failed install.
+            if let Some(m) = &current_manifest {
+                let back_ctx = HookContext {
+                    release: current.release.clone(),
+                    release_dir: current.dir.clone(),
+                    previous: None,
+                    snapshot_dir: None,
+                    timeout_secs: m.hooks.timeout_secs,
+                    ..ctx.clone()
+                };
+                let _ = txn::run_hook(node, &mut journal, m, &back_ctx, "post_install");
             }
             let e = Error::RolledBack {
                 hook: hook.into(),

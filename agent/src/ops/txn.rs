@@ -493,7 +493,8 @@ fn remove_any(path: &Path) -> Result<(), Error> {
 /// Takes the snapshot of `current` (the release being replaced) into
 /// `<state>/snapshots/<txn>/`: a reference to its cached artifact when its
 /// tree is intact, else a tar.zst of the tree. Returns the directory and
-/// the kind; the caller runs backup and dump into it, then records it.
+/// the kind; the caller runs backup and dump into it, then records it. A
+/// failure (no room for the tarball) leaves no directory behind.
 pub fn snapshot_tree(
     node: &Node,
     current: &Release,
@@ -501,6 +502,20 @@ pub fn snapshot_tree(
     txn: TxnId,
 ) -> Result<(PathBuf, SnapshotKind), Error> {
     let dir = node.layout.snapshots_dir().join(txn.to_string());
+    let taken = take_snapshot(node, current, manifest, &dir);
+    if taken.is_err() {
+        let _ = fs::remove_dir_all(&dir);
+    }
+    Ok((dir, taken?))
+}
+
+fn take_snapshot(
+    node: &Node,
+    current: &Release,
+    manifest: &Manifest,
+    dir: &Path,
+) -> Result<SnapshotKind, Error> {
+    let dir = dir.to_owned();
     fsutil::create_dir_all_synced(&dir)?;
     for sub in ["backup", "dumps"] {
         fsutil::create_dir_all_synced(&dir.join(sub))?;
@@ -509,7 +524,7 @@ pub fn snapshot_tree(
     if cached.is_file() && current.dir.is_dir() && looks_intact(&current.dir, manifest)? {
         fs::write(dir.join("artifact"), format!("{}\n", current.sha256))
             .at("cannot write snapshot", &dir)?;
-        return Ok((dir, SnapshotKind::ArtifactRef));
+        return Ok(SnapshotKind::ArtifactRef);
     }
     // A tarball holds the tree compressed: its size is at most about the
     // tree's, which is what must be free.
@@ -531,7 +546,7 @@ pub fn snapshot_tree(
     fs::File::open(&tarball)
         .and_then(|f| f.sync_all())
         .at("cannot sync", &tarball)?;
-    Ok((dir, SnapshotKind::TreeTarball))
+    Ok(SnapshotKind::TreeTarball)
 }
 
 /// Refuses, with the figures, when the filesystem holding `dir` has less
