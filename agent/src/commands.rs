@@ -550,7 +550,7 @@ pub fn run(global: Global, command: Command) -> Result<u8, Error> {
 fn exit_text(exit: HookExit) -> String {
     match exit {
         HookExit::Code(c) => format!("exit code {c}"),
-        HookExit::Signal(s) => format!("killed by signal {s}"),
+        HookExit::Signal(s) => agent::hooks::signal_text(s),
     }
 }
 

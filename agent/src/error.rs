@@ -206,7 +206,7 @@ impl Diagnose for Error {
                 path.display()
             ),
             Error::HookBeforeSwitch { .. } => {
-                "`agent history PACKAGE` shows the hook's output; fix the cause and install again".into()
+                "`agent history PACKAGE` shows the hook's output; fix the cause and run the command again".into()
             }
             Error::RolledBack { .. } | Error::FailedInPlace { .. } => {
                 "`agent history PACKAGE` shows the hook's output".into()

@@ -494,11 +494,19 @@ fn agent_first_install_whose_health_fails_leaves_no_target() {
     assert_eq!(node.sql("select result from transactions"), "rolled-back");
 }
 
-/// A hook before the switch fails: the node stays exactly on v1 and the
-/// new release's dir is gone.
+/// A hook before the switch fails: the node stays exactly on v1 (every
+/// file, the status, the snapshots), the new release's dir and the
+/// snapshot's dir are gone, and only the journal tells what happened.
 fn assert_aborted_before_the_switch(hook: &'static str) {
     let node = Node::new();
-    let run = install_failing(&node, hook, &[], 1);
+    let v1 = rel("1.0.0", 1);
+    node.publish(&v1);
+    node.installed(&v1);
+    let v2 = rel("1.1.0", 2).failing(hook);
+    node.publish(&v2);
+    let before = node.untouched();
+    let run = node.install(&v2.spec(), &[]).code(1);
+    node.assert_untouched(&before, Some(&v2), &run);
     assert_says(
         &run,
         "stderr",

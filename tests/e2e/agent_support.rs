@@ -42,6 +42,10 @@ pub struct Rel {
     pub slow: Vec<&'static str>,
     /// Extra payload files, `dist/data/<i / 100>/<i>.txt`.
     pub files: usize,
+    /// Hooks whose work is this shell text instead of the usual.
+    pub scripts: Vec<(&'static str, String)>,
+    /// `[hooks] timeout_secs`.
+    pub timeout_secs: u64,
 }
 
 /// `webapp` VERSION+BUILD, data epoch 1, every hook passing.
@@ -54,6 +58,8 @@ pub fn rel(version: &'static str, build: u64) -> Rel {
         unstartable: Vec::new(),
         slow: Vec::new(),
         files: 0,
+        scripts: Vec::new(),
+        timeout_secs: 30,
     }
 }
 
@@ -82,6 +88,19 @@ impl Rel {
         self
     }
 
+    /// The release's `hook` runs `body` (shell) after logging its run,
+    /// instead of its usual work.
+    pub fn script(mut self, hook: &'static str, body: &str) -> Rel {
+        self.scripts.push((hook, body.to_owned()));
+        self
+    }
+
+    /// The package's `[hooks] timeout_secs`.
+    pub fn timeout_secs(mut self, secs: u64) -> Rel {
+        self.timeout_secs = secs;
+        self
+    }
+
     /// The release's `hook` names an interpreter that does not exist.
     pub fn unstartable(mut self, hook: &'static str) -> Rel {
         self.unstartable.push(hook);
@@ -101,9 +120,10 @@ impl Rel {
 
 /// The script of hook `name`: it logs `NAME VERSION+BUILD ACTION TXN
 /// SNAPSHOT_DIR`, fails when its release holds `fail-NAME`, then does its
-/// work on the app's database `$BERTH_ROOT/var/lib/webapp/app.db`.
-fn hook_script(log: &Path, name: &str, epoch: u64) -> String {
-    let body = match name {
+/// work on the app's database `$BERTH_ROOT/var/lib/webapp/app.db` (or
+/// runs `custom`).
+fn hook_script(log: &Path, name: &str, epoch: u64, custom: Option<&str>) -> String {
+    let usual = match name {
         "backup" => "echo \"backup by $BERTH_VERSION+$BERTH_BUILD\" > \"$BERTH_SNAPSHOT_DIR/backup/taken\"".to_owned(),
         "dump" => "if [ -e \"$db\" ]; then sqlite3 \"$db\" \".backup '$BERTH_SNAPSHOT_DIR/dumps/app.db'\"; fi".to_owned(),
         "restore" => "test -e \"$BERTH_SNAPSHOT_DIR/dumps/app.db\" || { echo 'no dump to restore'; exit 1; }\n\
@@ -119,6 +139,7 @@ fn hook_script(log: &Path, name: &str, epoch: u64) -> String {
         "health" => "echo \"healthy $BERTH_VERSION+$BERTH_BUILD\"".to_owned(),
         _ => "true".to_owned(),
     };
+    let body = custom.map_or(usual, str::to_owned);
     format!(
         "#!/bin/sh\nset -e\n\
          echo \"{name} $BERTH_VERSION+$BERTH_BUILD $BERTH_ACTION $BERTH_TXN $BERTH_SNAPSHOT_DIR\" >> '{log}'\n\
@@ -137,9 +158,9 @@ fn package_toml(r: &Rel) -> String {
     format!(
         "[package]\nname = \"webapp\"\nversion = \"{}\"\ndescription = \"agent test app\"\npayload = \"dist\"\n\n\
          [install]\ntarget = \"/srv/webapp\"\n\n\
-         [hooks]\n{hooks}timeout_secs = 30\n\n\
+         [hooks]\n{hooks}timeout_secs = {}\n\n\
          [rollback]\ndata_epoch = {}\n",
-        r.version, r.epoch
+        r.version, r.timeout_secs, r.epoch
     )
 }
 
@@ -310,7 +331,8 @@ impl Node {
             let script = if r.unstartable.contains(&hook) {
                 "#!/nonexistent/interpreter\n".to_owned()
             } else {
-                hook_script(&log, hook, r.epoch)
+                let custom = r.scripts.iter().find(|(h, _)| *h == hook);
+                hook_script(&log, hook, r.epoch, custom.map(|(_, s)| s.as_str()))
             };
             write_exec(&app.join("hooks").join(hook), &script);
         }
@@ -478,4 +500,136 @@ pub fn assert_unchanged(before: &NodeState, after: &NodeState, run: &Run) {
 pub fn sqlite(env: &TestEnv, db: &Path, query: &str) -> String {
     let run = env.tool("sqlite3", [db.as_os_str(), query.as_ref()]).ok();
     run.stdout.trim_end().to_owned()
+}
+
+/// What a command that fails before the switch must leave as it was (see
+/// [`Node::assert_untouched`]).
+#[derive(Debug)]
+pub struct Untouched {
+    files: BTreeMap<String, String>,
+    cache: Vec<String>,
+    status: Value,
+    snapshots: Value,
+    transactions: usize,
+}
+
+impl Node {
+    /// The node before a command expected to fail before its switch.
+    pub fn untouched(&self) -> Untouched {
+        Untouched {
+            files: self.files_but_journal(),
+            cache: berth_tests::names(&self.path("/var/lib/berth/cache")),
+            status: self.agent(&["status", "--json"]).ok().json(),
+            snapshots: self.report("snapshots"),
+            transactions: self.report("history").as_array().unwrap().len(),
+        }
+    }
+
+    /// Every file under the root but the state database, the lock and the
+    /// cache, with its type, mode, size, mtime and content; directories by
+    /// type and mode only (a staging dir made and removed inside one
+    /// changes its mtime).
+    fn files_but_journal(&self) -> BTreeMap<String, String> {
+        let mut files = tree_state(&self.root());
+        files.retain(|path, _| {
+            path != "var/lib/berth/lock"
+                && !path.starts_with("var/lib/berth/state.db")
+                && !path.starts_with("var/lib/berth/cache")
+        });
+        for value in files.values_mut() {
+            if value.starts_with("40") {
+                value.truncate(value.find(' ').unwrap_or(value.len()));
+            }
+        }
+        files
+    }
+
+    /// Asserts that the command `run`, an install of `installing` or a
+    /// rollback (`None`) that failed before the switch, changed nothing but
+    /// the journal: every file under the root as it was (an empty
+    /// `snapshots/` dir may appear), the cache as it was but for the
+    /// installed release's artifact, the same snapshots, the same current
+    /// release and target in `agent status` and no release changed but the
+    /// installed one, now failed and not kept; one more transaction,
+    /// failed, with the error the command printed; and nothing temporary
+    /// left.
+    #[track_caller]
+    pub fn assert_untouched(&self, before: &Untouched, installing: Option<&Rel>, run: &Run) {
+        let mut files = self.files_but_journal();
+        if !before.files.contains_key("var/lib/berth/snapshots") {
+            assert_eq!(
+                berth_tests::names(&self.path("/var/lib/berth/snapshots")),
+                Vec::<String>::new(),
+                "a snapshot dir is left:\n{run}"
+            );
+            files.remove("var/lib/berth/snapshots");
+        }
+        for (path, was) in &before.files {
+            assert_eq!(
+                Some(was),
+                files.get(path),
+                "`{path}` changed or vanished:\n{run}"
+            );
+        }
+        for path in files.keys() {
+            assert!(before.files.contains_key(path), "`{path}` appeared:\n{run}");
+        }
+        let mut cache = berth_tests::names(&self.path("/var/lib/berth/cache"));
+        cache.retain(|name| !before.cache.contains(name));
+        // The artifact being installed may stay cached (gc removes it).
+        let allowed: Vec<String> = installing
+            .map(|f| {
+                let sha = self.sql(&format!(
+                    "select sha256 from releases where version || '+' || build = '{}'",
+                    f.vb()
+                ));
+                format!("{sha}.tar.zst")
+            })
+            .into_iter()
+            .collect();
+        assert!(
+            cache.iter().all(|c| allowed.contains(c)),
+            "the cache gained {cache:?}:\n{run}"
+        );
+        assert_eq!(before.snapshots, self.report("snapshots"), "{run}");
+        assert_eq!(self.leftovers(), Vec::<String>::new(), "{run}");
+
+        let status = self.agent(&["status", "--json"]).ok().json();
+        let (was, is) = (&before.status[0], &status[0]);
+        for key in ["package", "current", "target", "points_to", "consistent"] {
+            assert_eq!(was[key], is[key], "status `{key}`:\n{run}");
+        }
+        let is_failed = |r: &Value| {
+            installing
+                .is_some_and(|f| r["version"] == f.version && r["build"].as_u64() == Some(f.build))
+        };
+        let releases = |s: &Value| -> Vec<Value> {
+            s["releases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| !is_failed(r))
+                .cloned()
+                .collect()
+        };
+        assert_eq!(releases(was), releases(is), "{run}");
+        if let Some(r) = is["releases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| is_failed(r))
+        {
+            assert_eq!(
+                (&r["state"], &r["current"], &r["kept"]),
+                (&"failed".into(), &false.into(), &false.into()),
+                "{run}"
+            );
+        }
+        let history = self.report("history");
+        let history = history.as_array().unwrap();
+        assert_eq!(history.len(), before.transactions + 1, "{run}");
+        assert_eq!(history[0]["result"], "failed", "{run}");
+        let error = history[0]["error"].as_str().unwrap();
+        assert!(run.stderr.contains(error), "`{error}` is not said:\n{run}");
+    }
 }

@@ -5,6 +5,7 @@
 // A test that cannot set up its world should stop right there, loudly.
 #![allow(clippy::unwrap_used)]
 
+mod agent_bad_hooks;
 mod agent_bad_input;
 mod agent_faults;
 mod agent_install;

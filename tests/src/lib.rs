@@ -111,18 +111,26 @@ impl TestEnv {
         Run::from(self.cmd("packager").args(args).output().unwrap())
     }
 
+    /// A command for any program (tar, prlimit...) with the cleared
+    /// environment, run in the temp directory.
+    pub fn program(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env_clear()
+            .envs(&self.vars)
+            .current_dir(self.path())
+            .stdin(Stdio::null());
+        c
+    }
+
     /// Runs any program (tar, zstd, git...) in the same environment.
     pub fn tool<I, S>(&self, program: &str, args: I) -> Run
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let out = Command::new(program)
+        let out = self
+            .program(program)
             .args(args)
-            .env_clear()
-            .envs(&self.vars)
-            .current_dir(self.path())
-            .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| {
                 panic!("cannot run `{program}`: {e} (the README's test command installs it)")

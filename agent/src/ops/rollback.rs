@@ -170,6 +170,7 @@ pub fn rollback(
 
     // The tree: the kept dir, or unpacked again from the cached artifact.
     let dir = target_release.dir.clone();
+    let existed = dir.is_dir();
     let rebuilt = journal.step("tree", || {
         if dir.is_dir() && txn::looks_intact(&dir, &manifest)? {
             return Ok(false);
@@ -204,34 +205,19 @@ pub fn rollback(
         })?;
         Ok(true)
     });
-    if let Err(e) = rebuilt {
-        return Err(journal.fail(TxnResult::Failed, e));
-    }
+    let rebuilt = match rebuilt {
+        Ok(rebuilt) => rebuilt,
+        Err(e) => return Err(journal.fail(TxnResult::Failed, e)),
+    };
 
     // What is left behind is snapshotted too, so this can be undone.
     let (snap_dir, kind) = match current_manifest.as_ref() {
         Some(m) => match journal.step("snapshot", || txn::snapshot_tree(node, &current, m, txn_id))
         {
             Ok(s) => (Some(s.0), Some(s.1)),
-            Err(e) => {
-                let _ = fs::remove_dir_all(node.layout.snapshots_dir().join(txn_id.to_string()));
-                return Err(journal.fail(TxnResult::Failed, e));
-            }
+            Err(e) => return Err(journal.fail(TxnResult::Failed, e)),
         },
         None => (None, None),
-    };
-    // A failure before the switch leaves the node as it was: the snapshot
-    // of the release that stays current goes (dir, and row once recorded).
-    let abort = |journal: &mut Journal<'_>, e: Error, recorded: Option<i64>| {
-        if let Some(dir) = &snap_dir {
-            let _ = fs::remove_dir_all(dir);
-        }
-        if let Some(id) = recorded {
-            let _ = journal
-                .store
-                .write(|w| w.delete_snapshot(crate::store::SnapshotId(id)));
-        }
-        journal.fail(TxnResult::Failed, e)
     };
     let ctx = HookContext {
         action: "rollback",
@@ -242,6 +228,23 @@ pub fn rollback(
         previous: Some((current.release.clone(), current.dir.clone())),
         snapshot_dir: snap_dir.clone(),
         timeout_secs: manifest.hooks.timeout_secs,
+    };
+    // Undoes what was made before the switch: the release dir when it was
+    // not there before (a damaged one it replaced is kept repaired), the
+    // snapshot dir and, once recorded, the snapshot's row.
+    let abort = |journal: &mut Journal<'_>, e: Error, recorded: Option<i64>| {
+        if rebuilt && !existed {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        if let Some(d) = &snap_dir {
+            let _ = fs::remove_dir_all(d);
+        }
+        if let Some(id) = recorded {
+            let _ = journal
+                .store
+                .write(|w| w.delete_snapshot(crate::store::SnapshotId(id)));
+        }
+        journal.fail(TxnResult::Failed, e)
     };
     // Backup and dump of the release being left, with its own hooks.
     let mut recorded = None;
@@ -307,6 +310,8 @@ pub fn rollback(
             if let Err(e) = back {
                 return Err(journal.fail(TxnResult::Failed, e));
             }
+            // The release left is running again: its own post_install
+            // starts it, as after a failed install.
             txn::restart_previous(node, &mut journal, &current);
             let e = Error::RolledBack {
                 hook: hook.into(),

@@ -105,18 +105,39 @@ pub struct HookContext {
     pub timeout_secs: u64,
 }
 
-/// Hook output goes to stderr, each line prefixed with package and hook.
+/// Hook output goes to stderr, each line prefixed with package and hook,
+/// written a chunk of the hook's output at a time (a hook printing many
+/// short lines costs a system call per chunk, not per line), each line
+/// whole.
 #[derive(Debug)]
 pub struct Stderr {
-    pub package: String,
+    prefix: Vec<u8>,
+    pending: std::sync::Mutex<Vec<u8>>,
+}
+
+impl Stderr {
+    pub fn new(package: &str) -> Stderr {
+        Stderr {
+            prefix: format!("[{package} ").into_bytes(),
+            pending: std::sync::Mutex::default(),
+        }
+    }
 }
 
 impl OutputSink for Stderr {
     fn line(&self, hook: &str, line: &[u8]) {
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "[{} {hook}] ", self.package);
-        let _ = err.write_all(line);
-        let _ = writeln!(err);
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.extend_from_slice(&self.prefix);
+        pending.extend_from_slice(hook.as_bytes());
+        pending.extend_from_slice(b"] ");
+        pending.extend_from_slice(line);
+        pending.push(b'\n');
+    }
+
+    fn flush(&self) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = std::io::stderr().lock().write_all(&pending);
+        pending.clear();
     }
 }
 
@@ -141,9 +162,7 @@ pub fn run_hook(
         programs.extend(extra.into_iter().filter(|p| p.is_file()));
     }
     let env = hook_env(node, ctx, journal.txn)?;
-    let sink = Stderr {
-        package: ctx.package.clone(),
-    };
+    let sink = Stderr::new(&ctx.package);
     for program in programs {
         let cmd = HookCommand {
             name: name.to_owned(),
@@ -171,7 +190,7 @@ pub fn run_hook(
         let (exit, timed_out) = match run.ending {
             Ending::Exited(c) => (Some(HookExit::Code(c)), false),
             Ending::Signaled(s) => (Some(HookExit::Signal(s)), false),
-            Ending::TimedOut => (None, true),
+            Ending::TimedOut(_) => (None, true),
         };
         fault::point(&format!("hook:{name}:after"));
         let text = run.output.text();
@@ -542,7 +561,8 @@ fn remove_any(path: &Path) -> Result<(), Error> {
 /// Takes the snapshot of `current` (the release being replaced) into
 /// `<state>/snapshots/<txn>/`: a reference to its cached artifact when its
 /// tree is intact, else a tar.zst of the tree. Returns the directory and
-/// the kind; the caller runs backup and dump into it, then records it.
+/// the kind; the caller runs backup and dump into it, then records it. A
+/// failure (no room for the tarball) leaves no directory behind.
 pub fn snapshot_tree(
     node: &Node,
     current: &Release,
@@ -550,6 +570,20 @@ pub fn snapshot_tree(
     txn: TxnId,
 ) -> Result<(PathBuf, SnapshotKind), Error> {
     let dir = node.layout.snapshots_dir().join(txn.to_string());
+    let taken = take_snapshot(node, current, manifest, &dir);
+    if taken.is_err() {
+        let _ = fs::remove_dir_all(&dir);
+    }
+    Ok((dir, taken?))
+}
+
+fn take_snapshot(
+    node: &Node,
+    current: &Release,
+    manifest: &Manifest,
+    dir: &Path,
+) -> Result<SnapshotKind, Error> {
+    let dir = dir.to_owned();
     fsutil::create_dir_all_synced(&dir)?;
     for sub in ["backup", "dumps"] {
         fsutil::create_dir_all_synced(&dir.join(sub))?;
@@ -573,7 +607,7 @@ pub fn snapshot_tree(
         fs::write(dir.join("artifact"), format!("{}\n", current.sha256))
             .at("cannot write snapshot", &dir)?;
         record(SnapshotKind::ArtifactRef)?;
-        return Ok((dir, SnapshotKind::ArtifactRef));
+        return Ok(SnapshotKind::ArtifactRef);
     }
     // A tarball holds the tree compressed: its size is at most about the
     // tree's, which is what must be free.
@@ -596,7 +630,7 @@ pub fn snapshot_tree(
         .and_then(|f| f.sync_all())
         .at("cannot sync", &tarball)?;
     record(SnapshotKind::TreeTarball)?;
-    Ok((dir, SnapshotKind::TreeTarball))
+    Ok(SnapshotKind::TreeTarball)
 }
 
 /// Refuses, with the figures, when the filesystem holding `dir` has less
