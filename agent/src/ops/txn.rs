@@ -600,8 +600,12 @@ pub fn ensure_space(dir: &Path, needed: u64) -> Result<(), Error> {
 }
 
 /// Unpacks `artifact` into a staging dir beside `release_dir`, lets
-/// `finish` adjust it, then moves it into place (replacing a damaged copy
-/// that is not current), so a failure never leaves a half-made release.
+/// `finish` adjust it, then moves it into place, so a failure never leaves
+/// a half-made release. A damaged copy already there (possibly the one the
+/// target points at, when the current release is installed again) is
+/// swapped with the new one in one `renameat2(RENAME_EXCHANGE)`, then
+/// removed: at no moment is there no release dir (a crash in between
+/// leaves the old copy as a staging dir, which recovery removes).
 pub fn unpack_into_place(
     artifact: &Path,
     release_dir: &Path,
@@ -629,13 +633,34 @@ pub fn unpack_into_place(
         let _ = fs::remove_dir_all(&staging);
         return Err(e);
     }
-    if release_dir.exists() {
-        fs::remove_dir_all(release_dir).at("cannot replace", release_dir)?;
-    }
     let stamp = staging.join(UNPACKED_STAMP);
     fs::File::create(&stamp)
         .and_then(|f| f.sync_all())
         .at("cannot write", &stamp)?;
+    if release_dir.exists() {
+        let exchanged = rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &staging,
+            rustix::fs::CWD,
+            release_dir,
+            rustix::fs::RenameFlags::EXCHANGE,
+        );
+        match exchanged {
+            Ok(()) => {
+                fsutil::sync_dir(parent)?;
+                fault::point("unpack:exchanged");
+                fs::remove_dir_all(&staging).at("cannot remove", &staging)?;
+                return Ok(());
+            }
+            // A filesystem without RENAME_EXCHANGE: remove, then rename.
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                fs::remove_dir_all(release_dir).at("cannot replace", release_dir)?;
+            }
+            Err(e) => {
+                return Err(PathError::new("cannot replace", release_dir, e.into()).into());
+            }
+        }
+    }
     fs::rename(&staging, release_dir).at("cannot move into place", release_dir)?;
     fsutil::sync_dir(parent)?;
     Ok(())
