@@ -6,12 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Interop peers and tools the end-to-end tests run for real (the ready hooks'
-# tests: curl, sqlite3, the PostgreSQL client and server, runuser).
+# tests: curl, sqlite3, the PostgreSQL client and server, runuser; prlimit
+# for the agent run under a memory cap).
 declare -A package_of=(
     [tar]=tar [zstd]=zstd [git]=git [sha256sum]=coreutils [script]=bsdutils
     [mkfifo]=coreutils [python3]=python3 [curl]=curl [sqlite3]=sqlite3
     [psql]=postgresql-client [pg_dump]=postgresql-client
     [pg_restore]=postgresql-client [runuser]=util-linux [flock]=util-linux
+    [prlimit]=util-linux
     [minisign]=minisign
 )
 missing=()

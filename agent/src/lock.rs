@@ -5,6 +5,11 @@
 //! so a lock left by a dead process is simply taken over; the stale holder
 //! line is overwritten. The file is opened close-on-exec: hooks the agent
 //! runs (even ones that leave daemons behind) never hold it.
+//!
+//! A holder's line is empty for a moment after it takes the lock and
+//! before it lets go (it clears the line first): a command refused in
+//! that moment looks again, for up to [`HOLDER_GRACE`] (1 s), so that it
+//! can name the holder (or take the lock, if it was being let go).
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -13,6 +18,10 @@ use std::time::{Duration, Instant};
 
 use berth_core::fsutil::{self, IoResultExt, PathError};
 use serde::{Deserialize, Serialize};
+
+/// How long a refused command keeps looking for the holder's line when
+/// it finds none (see the module's doc).
+pub const HOLDER_GRACE: Duration = Duration::from_secs(1);
 
 /// Who holds the node lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,9 +85,14 @@ impl NodeLock {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(TryLockError::WouldBlock) => {
+                    let holder = read_holder(&mut file);
+                    if holder.is_none() && Instant::now() < deadline + HOLDER_GRACE {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
                     return Err(LockError::Busy {
                         path: path.to_owned(),
-                        holder: read_holder(&mut file),
+                        holder,
                     });
                 }
                 Err(TryLockError::Error(e)) => {
@@ -91,10 +105,11 @@ impl NodeLock {
             operation: operation.to_owned(),
             since: jiff::Timestamp::now(),
         };
-        let line = serde_json::to_string(&holder).expect("a holder serializes");
+        let line = serde_json::to_string(&holder).expect("a holder serializes") + "\n";
+        // One write: a reader sees the line whole or not at all.
         file.set_len(0)
             .and_then(|()| file.rewind())
-            .and_then(|()| writeln!(file, "{line}"))
+            .and_then(|()| file.write_all(line.as_bytes()))
             .at("cannot write the node lock", path)?;
         Ok(NodeLock {
             file,
@@ -144,6 +159,43 @@ mod tests {
         assert!(err.to_string().contains("(install webapp) since"), "{err}");
         drop(held);
         NodeLock::acquire(&path, "rollback webapp", Duration::ZERO).unwrap();
+    }
+
+    #[test]
+    fn a_holder_that_has_not_written_its_line_yet_is_waited_for_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        // A holder between taking the lock and writing its line.
+        let held = File::create(&path).unwrap();
+        held.try_lock().unwrap();
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                let line = "{\"pid\":42,\"operation\":\"gc\",\"since\":\"2026-01-01T00:00:00Z\"}\n";
+                std::fs::write(path, line).unwrap();
+            })
+        };
+        let err = NodeLock::acquire(&path, "install webapp", Duration::ZERO).unwrap_err();
+        writer.join().unwrap();
+        let LockError::Busy {
+            holder: Some(h), ..
+        } = &err
+        else {
+            panic!("expected busy with a holder, got {err}");
+        };
+        assert_eq!((h.pid, h.operation.as_str()), (42, "gc"));
+    }
+
+    #[test]
+    fn a_holder_that_never_says_who_it_is_is_reported_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let held = File::create(&path).unwrap();
+        held.try_lock().unwrap();
+        let err = NodeLock::acquire(&path, "install webapp", Duration::ZERO).unwrap_err();
+        assert!(matches!(err, LockError::Busy { holder: None, .. }), "{err}");
+        assert!(err.to_string().contains("did not say who it is"), "{err}");
     }
 
     #[test]

@@ -840,6 +840,8 @@ pub enum Section {
     Files,
     /// The hooks (`hooks/`); paths are hook names.
     Hooks,
+    /// The release's own `MANIFEST.toml`.
+    Manifest,
 }
 
 /// How an entry differs from the manifest.
@@ -891,6 +893,19 @@ impl fmt::Display for Drift {
         match self.section {
             Section::Files => write!(f, "`{}`", self.path)?,
             Section::Hooks => write!(f, "hook `{}`", self.path)?,
+            Section::Manifest => {
+                let path = &self.path;
+                return match &self.change {
+                    Change::Type { actual, .. } => {
+                        write!(f, "the release's `{path}` is a {actual}, not a file")
+                    }
+                    Change::Content { actual, .. } => write!(
+                        f,
+                        "the release's `{path}` no longer reads as the manifest installed (its sha256 is {actual})"
+                    ),
+                    _ => write!(f, "the release's `{path}` is missing"),
+                };
+            }
         }
         match &self.change {
             Change::Missing { expected } => {
@@ -923,8 +938,9 @@ impl fmt::Display for Drift {
 /// difference, sorted (hooks after the tree); empty when the release is
 /// intact. File contents are hashed only when the size matches.
 ///
-/// Ignored: owners, mtimes, `MANIFEST.toml` and anything else beside
-/// `files/` and `hooks/`; and in the tree, the node-local paths and what is
+/// `MANIFEST.toml` is compared too: it must be there and parse to
+/// `manifest`. Ignored: owners, mtimes, anything else beside
+/// `MANIFEST.toml`, `files/` and `hooks/` (the agent's stamp); and in the tree, the node-local paths and what is
 /// under them: the manifest's `install.shared` and `install.preserve`, and
 /// `node_local` (what else the agent puts in a release, like the env file's
 /// link).
@@ -948,11 +964,16 @@ pub fn drift(
         })
     };
     let mut out = Vec::new();
+    // A missing `files/` or `hooks/` is compared as an empty one: every
+    // entry (the topmost of each missing branch) is reported missing.
+    let open = |dir: &Path| match rustix::fs::open(dir, dir_flags(), FsMode::empty()) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(PathError::new("cannot open", dir, e.into())),
+    };
     let tree = tree_dir(release_dir);
-    let fd = errno(rustix::fs::open(&tree, dir_flags(), FsMode::empty()))
-        .at("cannot open the release tree", &tree)?;
     compare(
-        &fd,
+        open(&tree)?.as_ref(),
         &tree,
         Section::Files,
         &manifest.files,
@@ -960,26 +981,70 @@ pub fn drift(
         &mut out,
     )?;
     let hooks = release_dir.join(HOOKS_DIR);
-    match rustix::fs::open(&hooks, dir_flags(), FsMode::empty()) {
-        Ok(fd) => compare(
-            &fd,
-            &hooks,
-            Section::Hooks,
-            &manifest.hook_files,
-            &|_| false,
-            &mut out,
-        )?,
-        Err(Errno::NOENT) => out.extend(manifest.hook_files.iter().map(|(name, entry)| Drift {
-            section: Section::Hooks,
-            path: name.clone(),
-            change: Change::Missing {
-                expected: entry.kind(),
-            },
-        })),
-        Err(e) => return Err(PathError::new("cannot open", &hooks, e.into())),
-    }
+    compare(
+        open(&hooks)?.as_ref(),
+        &hooks,
+        Section::Hooks,
+        &manifest.hook_files,
+        &|_| false,
+        &mut out,
+    )?;
+    out.extend(manifest_drift(release_dir, manifest)?);
     out.sort_by(|a, b| (a.section, &a.path).cmp(&(b.section, &b.path)));
     Ok(out)
+}
+
+/// How the release's `MANIFEST.toml` differs from `manifest`: missing,
+/// not a file, or not parsing to it (its digest and that of `manifest`
+/// as written); `None` when it reads as `manifest`.
+pub fn manifest_drift(release_dir: &Path, manifest: &Manifest) -> Result<Option<Drift>, PathError> {
+    let path = manifest_path(release_dir);
+    let drift = |change| {
+        Some(Drift {
+            section: Section::Manifest,
+            path: MANIFEST_PATH.to_owned(),
+            change,
+        })
+    };
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let fd = match rustix::fs::open(&path, flags, FsMode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => {
+            return Ok(drift(Change::Missing { expected: "file" }));
+        }
+        // A symlink (O_NOFOLLOW) or something else in its place.
+        Err(Errno::LOOP) => {
+            return Ok(drift(Change::Type {
+                expected: "file",
+                actual: "symlink",
+            }));
+        }
+        Err(e) => return Err(PathError::new("cannot open", &path, e.into())),
+    };
+    let st = errno(rustix::fs::fstat(&fd)).at("cannot inspect", &path)?;
+    let actual = kind_of(st.st_mode);
+    if actual != "file" {
+        return Ok(drift(Change::Type {
+            expected: "file",
+            actual,
+        }));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::from(fd)
+        .read_to_end(&mut bytes)
+        .at("cannot read", &path)?;
+    let same = std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|text| Manifest::parse(text).ok())
+        .is_some_and(|m| m == *manifest);
+    Ok(if same {
+        None
+    } else {
+        drift(Change::Content {
+            expected: crate::digest::sha256_bytes(manifest.to_toml().as_bytes()),
+            actual: crate::digest::sha256_bytes(&bytes),
+        })
+    })
 }
 
 /// State of one [`compare`].
@@ -996,7 +1061,7 @@ struct Walk<'a> {
 }
 
 fn compare(
-    root: &OwnedFd,
+    root: Option<&OwnedFd>,
     base: &Path,
     section: Section,
     expected: &BTreeMap<String, Entry>,
@@ -1012,7 +1077,9 @@ fn compare(
         pruned: HashSet::new(),
         out,
     };
-    walk_dir(root, "", &mut walk)?;
+    if let Some(root) = root {
+        walk_dir(root, "", &mut walk)?;
+    }
     // In sorted order a directory comes before its contents, so only the
     // topmost missing entry is reported.
     for (rel, entry) in expected {
@@ -1947,5 +2014,55 @@ mod tests {
             found.last().unwrap().to_string(),
             "hook `health` is missing (a file in the manifest)"
         );
+    }
+
+    #[test]
+    fn drift_finds_a_damaged_manifest_and_a_missing_tree() {
+        let node = Node::new();
+        let (artifact, m) = packed(node.dir.path(), &normal());
+        node.unpack(&artifact, &UnpackOptions::default()).unwrap();
+        let release = node.staging();
+        let shown = |release: &Path| -> Vec<String> {
+            drift(release, &m, &[])
+                .unwrap()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        // Written again as it was, byte for byte or not, it is the same.
+        let text = fs::read_to_string(manifest_path(&release)).unwrap();
+        fs::write(manifest_path(&release), format!("{text}\n\n")).unwrap();
+        assert_eq!(shown(&release), Vec::<String>::new());
+
+        let edited = text.replacen("version = ", "version = \"9\"\nx = ", 1);
+        fs::write(manifest_path(&release), &edited).unwrap();
+        assert_eq!(
+            shown(&release),
+            [format!(
+                "the release's `MANIFEST.toml` no longer reads as the manifest installed (its sha256 is {})",
+                crate::digest::sha256_bytes(edited.as_bytes())
+            )]
+        );
+        fs::remove_file(manifest_path(&release)).unwrap();
+        symlink("/etc/passwd", manifest_path(&release)).unwrap();
+        assert_eq!(
+            shown(&release),
+            ["the release's `MANIFEST.toml` is a symlink, not a file"]
+        );
+        fs::remove_file(manifest_path(&release)).unwrap();
+        assert_eq!(
+            shown(&release),
+            ["the release's `MANIFEST.toml` is missing"]
+        );
+
+        // Without files/, each topmost entry is missing.
+        fs::write(manifest_path(&release), &text).unwrap();
+        fs::remove_dir_all(tree_dir(&release)).unwrap();
+        let top: Vec<&String> = m.files.keys().filter(|k| !k.contains('/')).collect();
+        let found = drift(&release, &m, &[]).unwrap();
+        assert_eq!(found.len(), top.len(), "{found:?}");
+        assert!(found.iter().all(|d| d.section == Section::Files
+            && matches!(d.change, Change::Missing { .. })
+            && top.contains(&&d.path)));
     }
 }

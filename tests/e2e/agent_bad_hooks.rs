@@ -4,7 +4,11 @@
 //! crashes is reported with its signal; one that prints gigabytes is
 //! stored bounded and counted while the agent runs under a memory cap.
 //! Before the switch each leaves the node untouched; after it, the node
-//! is rolled back.
+//! is rolled back. A hook that deletes files of its own release: `agent
+//! verify` names exactly those, the next install snapshots the modified
+//! tree as a tarball and a rollback brings it back as it was; a release
+//! dir whose `MANIFEST.toml` or hooks were deleted is rebuilt from the
+//! cached artifact when it is rolled back to.
 
 use std::fs;
 use std::process::Stdio;
@@ -362,4 +366,181 @@ fn a_hook_printing_many_short_lines_is_kept_bounded_and_counted() {
             "y\nstarted\n",
         ],
     );
+}
+
+/// `agent verify webapp --json`: (exit code, drift lines).
+fn verify(node: &Node) -> (i32, Vec<String>) {
+    let run = node.agent(&["verify", "webapp", "--json"]);
+    let drift = run.json()["drift"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_owned())
+        .collect();
+    (run.code, drift)
+}
+
+/// The kind of the newest snapshot.
+fn newest_snapshot_kind(node: &Node) -> String {
+    node.report("snapshots")[0]["kind"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn files_a_hook_deletes_from_its_release_are_reported_snapshotted_and_rolled_back_to_as_they_were()
+{
+    // v2's post_install deletes two files of its own tree when installed.
+    let v2 = rel("1.1.0", 2).script(
+        "post_install",
+        "if [ \"$BERTH_ACTION\" = install ]; then rm \"$BERTH_RELEASE_DIR/static/app.js\" \"$BERTH_RELEASE_DIR/VERSION\"; fi",
+    );
+    let node = on_v1_with(&v2);
+    node.installed(&v2);
+    let deleted = vec![
+        "`VERSION` is missing (a file in the manifest)".to_owned(),
+        "`static/app.js` is missing (a file in the manifest)".to_owned(),
+    ];
+    assert_eq!(verify(&node), (1, deleted.clone()));
+    let human = node.agent(&["verify", "webapp"]).code(1);
+    assert_says(
+        &human,
+        "stdout",
+        &["1.1.0+2: 2 differences from its manifest"],
+    );
+
+    // The next install keeps v2's tree as it is now.
+    let v3 = rel("1.2.0", 3);
+    node.publish(&v3);
+    node.installed(&v3);
+    assert_eq!(newest_snapshot_kind(&node), "tree-tarball");
+    let tarball = format!(
+        "{}/tree.tar.zst",
+        node.report("snapshots")[0]["dir"].as_str().unwrap()
+    );
+    let listing = node.env.tool("tar", ["--zstd", "-tf", &tarball]).ok();
+    let mut entries: Vec<&str> = listing
+        .stdout
+        .lines()
+        .map(|l| l.trim_start_matches("./").trim_end_matches('/'))
+        .filter(|l| !l.is_empty())
+        .collect();
+    entries.sort_unstable();
+    assert_eq!(entries, ["index.html", "static"], "{listing}");
+    // v2's kept dir is damaged further since: the rollback must not trust it.
+    fs::remove_file(node.release_dir("1.1.0+2").join("files/index.html")).unwrap();
+
+    node.rollback(&[]).ok();
+    node.assert_current("1.1.0+2");
+    assert_eq!(verify(&node), (1, deleted));
+    let tree = node.release_dir("1.1.0+2").join("files");
+    assert_eq!(
+        fs::read_to_string(tree.join("static/app.js")).ok(),
+        None,
+        "a deleted file came back"
+    );
+    // Back to v3, which was intact: by reference, and clean.
+    node.rollback(&[]).ok();
+    node.assert_current("1.2.0+3");
+    assert_eq!(verify(&node), (0, vec![]));
+    assert_eq!(node.leftovers(), Vec::<String>::new());
+}
+
+/// v1 installed, then v2, whose post_install deletes `what` (relative to
+/// the release dir) when installed; then v3; then a rollback to v2, which
+/// finds v2's dir `rebuilt` from the cached artifact (`what` is back) or
+/// used as it is. Returns `agent verify` of v2 before v3.
+fn release_dir_damaged(what: &str, rebuilt: bool) -> (i32, Vec<String>) {
+    let v2 = rel("1.1.0", 2).script(
+        "post_install",
+        &format!(
+            "if [ \"$BERTH_ACTION\" = install ]; then rm \"$BERTH_RELEASE_DIR/../{what}\"; fi"
+        ),
+    );
+    let node = on_v1_with(&v2);
+    node.installed(&v2);
+    assert!(!node.release_dir("1.1.0+2").join(what).exists());
+    let verified = verify(&node);
+
+    let v3 = rel("1.2.0", 3);
+    node.publish(&v3);
+    node.installed(&v3);
+    // The tree was intact: the snapshot references the artifact.
+    assert_eq!(newest_snapshot_kind(&node), "artifact-ref", "{what}");
+    let hooks = node.hook_log().len();
+    node.rollback(&[]).ok();
+    node.assert_current("1.1.0+2");
+    assert_eq!(verify(&node), (0, vec![]), "{what}");
+    assert_eq!(
+        node.release_dir("1.1.0+2").join(what).exists(),
+        rebuilt,
+        "{what}"
+    );
+    // v2's own hooks ran, from a whole release dir.
+    assert_eq!(
+        node.hooks_run_since(hooks)[2..],
+        [
+            "pre_install 1.1.0+2 rollback",
+            "post_install 1.1.0+2 rollback",
+            "health 1.1.0+2 rollback"
+        ],
+        "{what}"
+    );
+    assert_eq!(node.leftovers(), Vec::<String>::new());
+    verified
+}
+
+#[test]
+fn a_release_dir_whose_manifest_a_hook_deleted_is_reported_and_rebuilt_on_rollback() {
+    let verified = release_dir_damaged("MANIFEST.toml", true);
+    assert_eq!(
+        verified,
+        (
+            1,
+            vec!["the release's `MANIFEST.toml` is missing".to_owned()]
+        )
+    );
+}
+
+#[test]
+fn a_release_dir_whose_hook_a_hook_deleted_is_reported_and_rebuilt_on_rollback() {
+    let verified = release_dir_damaged("hooks/pre_install", true);
+    assert_eq!(
+        verified,
+        (
+            1,
+            vec!["hook `pre_install` is missing (a file in the manifest)".to_owned()]
+        )
+    );
+}
+
+#[test]
+fn a_release_dir_whose_stamp_a_hook_deleted_is_checked_by_digest_instead() {
+    // The stamp only lets the agent trust metadata; without it the tree,
+    // hooks and manifest are compared by digest, and, intact, used as
+    // they are.
+    let verified = release_dir_damaged(".unpacked", false);
+    assert_eq!(verified, (0, vec![]));
+}
+
+#[test]
+fn installing_a_release_whose_dir_a_hook_damaged_again_repairs_it() {
+    let v2 = rel("1.1.0", 2).script(
+        "post_install",
+        "if [ \"$BERTH_ACTION\" = install ] && [ ! -e \"$BERTH_ROOT/../damaged\" ]; then\n\
+         touch \"$BERTH_ROOT/../damaged\"\n\
+         rm \"$BERTH_RELEASE_DIR/../MANIFEST.toml\" \"$BERTH_RELEASE_DIR/../hooks/restore\" \"$BERTH_RELEASE_DIR/index.html\"\n\
+         fi",
+    );
+    let node = on_v1_with(&v2);
+    node.installed(&v2);
+    let (code, drift) = verify(&node);
+    assert_eq!((code, drift.len()), (1, 3), "{drift:?}");
+
+    let run = node.install(&v2.spec(), &[]).ok();
+    assert_says(&run, "stdout", &["installed webapp@1.1.0+2"]);
+    node.assert_current("1.1.0+2");
+    assert_eq!(verify(&node), (0, vec![]));
+    assert_eq!(node.leftovers(), Vec::<String>::new());
 }

@@ -191,7 +191,8 @@ fn agent_install_file_of_a_missing_file_or_a_non_artifact_is_refused() {
     );
 }
 
-/// `flock LOCK sleep SECS` in the background, once it holds the lock.
+/// `flock LOCK sleep SECS` in the background, once it holds the lock and
+/// its holder line names it, as an agent's would.
 fn hold_lock(node: &Node, secs: u64) -> Child {
     let lock = node.path("/var/lib/berth/lock");
     let child = Command::new("flock")
@@ -214,6 +215,15 @@ fn hold_lock(node: &Node, secs: u64) -> Child {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // What an agent holding it writes: who it is.
+    std::fs::write(
+        &lock,
+        format!(
+            "{{\"pid\":{},\"operation\":\"install webapp\",\"since\":\"2026-01-01T00:00:00Z\"}}\n",
+            child.id()
+        ),
+    )
+    .unwrap();
     child
 }
 
@@ -238,6 +248,7 @@ fn agent_second_writer_exits_4_while_the_node_lock_is_held_and_waits_with_wait()
                     "another berth operation holds the node lock `{}`",
                     lock.display()
                 ),
+                &format!("pid {} (install webapp) since 2026-01-01", holder.id()),
                 "--wait",
             ],
         );

@@ -2,7 +2,9 @@
 //! named point of an install: after every kill the next command recovers,
 //! the target resolves to the complete old or new release, the state
 //! database agrees, `agent verify` is clean, nothing temporary is left,
-//! and the following install succeeds.
+//! and the following install succeeds. Installing the current release
+//! again to repair its dir, killed while the dir is replaced, leaves the
+//! target on a whole tree.
 
 use std::os::unix::process::ExitStatusExt;
 
@@ -277,4 +279,52 @@ fn a_gc_killed_at_each_step_loses_nothing_it_keeps() {
         assert_eq!(left, if when == "before" { "1" } else { "0" }, "{point}");
     }
     node.rollback(&[]).ok();
+}
+
+#[test]
+fn installing_the_current_release_again_to_repair_it_never_leaves_the_target_without_a_tree() {
+    let node = Node::new();
+    let a = rel("1.0.0", 1);
+    node.publish(&a);
+    node.installed(&a);
+    let page = node.release_dir(&a.vb()).join("files/index.html");
+    let drift = "`index.html` is 21 bytes, the manifest says 24".to_owned();
+    // The damaged release dir is replaced while the target points at it:
+    // killed before, between the swap and the removal of the old copy,
+    // and after.
+    for point in ["unpack:before", "unpack:exchanged", "unpack:after", ""] {
+        std::fs::write(&page, "<h1>patched here</h1>").unwrap();
+        let out = node
+            .command(&["--repo", REPO, "--channel", "staging", "install", &a.spec()])
+            .env("BERTH_FAULT", point)
+            .output()
+            .unwrap();
+        if point.is_empty() {
+            assert!(out.status.success(), "{out:?}");
+        } else {
+            assert_eq!(out.status.signal(), Some(9), "{point}: {out:?}");
+        }
+        let recovered = node.agent(&["recover", "--json"]).ok().json();
+        if point == "unpack:exchanged" {
+            // The old copy, swapped out, was left for recovery to remove.
+            let staging = node
+                .path("/var/lib/berth/releases/webapp")
+                .join(format!(".staging-{}", a.vb()));
+            assert_eq!(
+                recovered["removed"],
+                serde_json::json!([staging.display().to_string()])
+            );
+        }
+        assert_eq!(node.target(), Some(node.release_dir(&a.vb()).join("files")));
+        let verify = node.agent(&["verify", "webapp", "--json"]);
+        let found = verify.json()["drift"].clone();
+        if point == "unpack:before" {
+            assert_eq!(found, serde_json::json!([drift]), "{point}");
+        } else {
+            assert_eq!(verify.code, 0, "{point}: {found}");
+            node.assert_current(&a.vb());
+        }
+        assert_eq!(node.leftovers(), Vec::<String>::new(), "{point}");
+        assert_eq!(node.inconsistencies(), Vec::<String>::new(), "{point}");
+    }
 }

@@ -7,6 +7,7 @@
 
 mod agent_bad_hooks;
 mod agent_bad_input;
+mod agent_concurrent;
 mod agent_faults;
 mod agent_install;
 mod agent_kills;

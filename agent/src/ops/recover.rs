@@ -172,6 +172,31 @@ fn recover_switch(node: &Node, store: &mut Store, txn: TxnRecord) -> Result<Reco
         .is_some_and(|r| link.as_deref() == Some(unpack::tree_dir(&r.dir).as_path()));
     let mut journal = Journal { store, txn: id };
 
+    // Installing the current release again (to repair its dir): the
+    // target never left it, so there is nothing to switch back or finish.
+    if let (Some(f), Some(t)) = (&from, &to)
+        && f.id == t.id
+    {
+        let row = t.id;
+        let detail = format!(
+            "undone: interrupted while repairing {}; the target still points at it",
+            t.release.version_build()
+        );
+        let was_installing = t.state == ReleaseState::Installing;
+        journal.store.write(|w| {
+            if was_installing {
+                w.set_release_state(row, ReleaseState::Healthy)?;
+            }
+            w.record_event(&txn.package, Some(id), EventLevel::Warn, &detail)?;
+            w.finish_transaction(id, TxnResult::Failed, Some(&detail))
+        })?;
+        return Ok(Recovered {
+            txn,
+            outcome: Outcome::Undone,
+            detail,
+        });
+    }
+
     if let (true, Some(to)) = (on_new, &to) {
         if step_done(&txn, HEALTHY_STEP) {
             // Only the commit was missing.

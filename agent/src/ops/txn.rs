@@ -385,11 +385,24 @@ pub fn node_local(manifest: &Manifest) -> Vec<String> {
 /// The env file's name in a release tree.
 pub const ENV_LINK: &str = ".env";
 
-/// Whether the release dir `dir` holds exactly `manifest`'s tree.
+/// Whether the release dir `dir` holds exactly `manifest`'s tree, hooks
+/// and `MANIFEST.toml`, by digest.
 pub fn intact(dir: &Path, manifest: &Manifest) -> Result<bool, Error> {
+    Ok(drift(dir, manifest)?.is_empty())
+}
+
+/// Whether the tree (`files/`) of the release dir `dir` is exactly
+/// `manifest`'s, by digest; its hooks and `MANIFEST.toml` aside.
+fn tree_intact(dir: &Path, manifest: &Manifest) -> Result<bool, Error> {
+    Ok(drift(dir, manifest)?
+        .iter()
+        .all(|d| d.section != unpack::Section::Files))
+}
+
+fn drift(dir: &Path, manifest: &Manifest) -> Result<Vec<unpack::Drift>, Error> {
     let local = node_local(manifest);
     let local: Vec<&str> = local.iter().map(String::as_str).collect();
-    Ok(unpack::drift(dir, manifest, &local)?.is_empty())
+    Ok(unpack::drift(dir, manifest, &local)?)
 }
 
 /// The file whose mtime marks when a release dir was complete: a file
@@ -418,21 +431,42 @@ pub struct SnapshotRecord {
     pub taken_at: jiff::Timestamp,
 }
 
-/// A cheap version of [`intact`], reading metadata only: every entry of
-/// the manifest is there with its type, size, mode (and symlink target),
-/// no directory holds an entry the manifest lacks, and no file or hook
-/// was modified after the release dir was complete (its mtime is not
-/// later than the stamp's). A same-size rewrite that also puts the mtime
-/// back is not seen; `agent verify` compares digests. Without a stamp (a
-/// release dir made by an older agent) it is [`intact`].
+/// A cheap version of [`intact`], reading metadata only (and the small
+/// `MANIFEST.toml`): every entry of the manifest is there with its type,
+/// size, mode (and symlink target), no directory holds an entry the
+/// manifest lacks, no file or hook was modified after the release dir was
+/// complete (its mtime is not later than the stamp's), and
+/// `MANIFEST.toml` reads as the manifest. A same-size rewrite that also
+/// puts the mtime back is not seen; `agent verify` compares digests.
+/// Without a stamp (a release dir made by an older agent, or a stamp
+/// removed) it is [`intact`]. Decides whether a kept release dir can be
+/// used as it is.
 pub fn looks_intact(dir: &Path, manifest: &Manifest) -> Result<bool, Error> {
+    looks_unchanged(dir, manifest, true)
+}
+
+/// [`looks_intact`] for the tree (`files/`) alone: whether a snapshot of
+/// it can be a reference to the artifact (whose hooks and manifest are
+/// the release's own whatever became of the release dir's copies).
+pub fn tree_looks_intact(dir: &Path, manifest: &Manifest) -> Result<bool, Error> {
+    looks_unchanged(dir, manifest, false)
+}
+
+fn looks_unchanged(dir: &Path, manifest: &Manifest, whole: bool) -> Result<bool, Error> {
     use berth_core::manifest::Entry;
     use std::collections::HashSet;
     use std::os::unix::fs::PermissionsExt;
 
     let Ok(stamp) = fs::metadata(dir.join(UNPACKED_STAMP)).and_then(|m| m.modified()) else {
-        return intact(dir, manifest);
+        return if whole {
+            intact(dir, manifest)
+        } else {
+            tree_intact(dir, manifest)
+        };
     };
+    if whole && unpack::manifest_drift(dir, manifest)?.is_some() {
+        return Ok(false);
+    }
     let tree = unpack::tree_dir(dir);
     let local: HashSet<String> = node_local(manifest).into_iter().collect();
     let is_local = |rel: &str| {
@@ -451,7 +485,7 @@ pub fn looks_intact(dir: &Path, manifest: &Manifest) -> Result<bool, Error> {
                 && m.modified().is_ok_and(|t| t <= stamp)
         })
     };
-    for (name, entry) in &manifest.hook_files {
+    for (name, entry) in manifest.hook_files.iter().filter(|_| whole) {
         if let Entry::File { size, mode, .. } = entry
             && !unchanged_file(&unpack::hook_path(dir, name), *size, mode.0)
         {
@@ -603,7 +637,7 @@ fn take_snapshot(
         Ok(())
     };
     let cached = node.layout.cached_artifact(&current.sha256);
-    if cached.is_file() && current.dir.is_dir() && looks_intact(&current.dir, manifest)? {
+    if cached.is_file() && current.dir.is_dir() && tree_looks_intact(&current.dir, manifest)? {
         fs::write(dir.join("artifact"), format!("{}\n", current.sha256))
             .at("cannot write snapshot", &dir)?;
         record(SnapshotKind::ArtifactRef)?;
@@ -690,8 +724,12 @@ pub fn ensure_room_for(dir: &Path, manifest: &Manifest) -> Result<(), Error> {
 }
 
 /// Unpacks `artifact` into a staging dir beside `release_dir`, lets
-/// `finish` adjust it, then moves it into place (replacing a damaged copy
-/// that is not current), so a failure never leaves a half-made release.
+/// `finish` adjust it, then moves it into place, so a failure never leaves
+/// a half-made release. A damaged copy already there (possibly the one the
+/// target points at, when the current release is installed again) is
+/// swapped with the new one in one `renameat2(RENAME_EXCHANGE)`, then
+/// removed: at no moment is there no release dir (a crash in between
+/// leaves the old copy as a staging dir, which recovery removes).
 pub fn unpack_into_place(
     artifact: &Path,
     sha256: &str,
@@ -720,9 +758,6 @@ pub fn unpack_into_place(
         let _ = fs::remove_dir_all(&staging);
         return Err(e);
     }
-    if release_dir.exists() {
-        fs::remove_dir_all(release_dir).at("cannot replace", release_dir)?;
-    }
     let stamp = staging.join(UNPACKED_STAMP);
     fs::File::create(&stamp)
         .and_then(|mut f| {
@@ -730,6 +765,30 @@ pub fn unpack_into_place(
             f.sync_all()
         })
         .at("cannot write", &stamp)?;
+    if release_dir.exists() {
+        let exchanged = rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &staging,
+            rustix::fs::CWD,
+            release_dir,
+            rustix::fs::RenameFlags::EXCHANGE,
+        );
+        match exchanged {
+            Ok(()) => {
+                fsutil::sync_dir(parent)?;
+                fault::point("unpack:exchanged");
+                fs::remove_dir_all(&staging).at("cannot remove", &staging)?;
+                return Ok(());
+            }
+            // A filesystem without RENAME_EXCHANGE: remove, then rename.
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                fs::remove_dir_all(release_dir).at("cannot replace", release_dir)?;
+            }
+            Err(e) => {
+                return Err(PathError::new("cannot replace", release_dir, e.into()).into());
+            }
+        }
+    }
     fs::rename(&staging, release_dir).at("cannot move into place", release_dir)?;
     fsutil::sync_dir(parent)?;
     Ok(())
