@@ -1,16 +1,20 @@
 //! The local-directory backend, berth's embedded default. Writes are a temp
 //! file in the target directory, fsync, rename and a directory fsync;
 //! compare-and-swap and gc hold an exclusive `flock` on the repository
-//! directory itself, so no lock file ever appears in the tree.
+//! directory itself, so no lock file ever appears in the tree, and every
+//! temp file is held under an `flock` by its writer, so a sweep can tell a
+//! dead writer's leftovers from a live writer's work.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, Read, Write as _};
 use std::path::{Path, PathBuf};
 
 use super::{
-    Backend, MAX_SMALL_OBJECT, Open, REPO_TOML, RepoError, UpdateFn, config::NEW_REPO_TOML,
+    Abandoned, Backend, MAX_SMALL_OBJECT, Open, REPO_TOML, RepoError, Sweep, UpdateFn, Write,
+    config::NEW_REPO_TOML,
 };
-use crate::fsutil::{self, IoResultExt, PathError};
+use crate::fault;
+use crate::fsutil::{self, IoResultExt, PathError, TEMP_PREFIX, TempState};
 
 /// A repository in a local directory.
 #[derive(Debug)]
@@ -73,6 +77,50 @@ impl FsBackend {
     fn path(&self, key: &str) -> PathBuf {
         self.root.join(key)
     }
+
+    /// Writes an update's objects one after the other, each atomically: a
+    /// writer killed in between leaves the first without the others.
+    fn write_in_turn(&self, key: &str, write: &Write) -> Result<(), RepoError> {
+        let then = write.then.iter().map(|(k, d)| (k.as_str(), d));
+        for (i, (key, data)) in std::iter::once((key, &write.data)).chain(then).enumerate() {
+            let path = self.path(key);
+            fsutil::create_dir_all_synced(path.parent().unwrap_or(&self.root))?;
+            fsutil::write_atomic(&path, data)?;
+            if i == 0 {
+                fault::point("index:renamed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Every `.tmp-` file in the tree.
+    fn temps(&self) -> Result<Vec<PathBuf>, RepoError> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(&dir).at("cannot list", &dir)? {
+                let entry = entry.at("cannot list", &dir)?;
+                let path = entry.path();
+                let kind = entry.file_type().at("cannot stat", &path)?;
+                if kind.is_dir() {
+                    stack.push(path);
+                } else if kind.is_file()
+                    && entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+                {
+                    out.push(path);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn key_of(&self, path: &Path) -> String {
+        path.strip_prefix(&self.root)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    }
 }
 
 /// Reads a small object whole, refusing one past [`MAX_SMALL_OBJECT`]
@@ -131,27 +179,50 @@ impl Backend for FsBackend {
         let dir = dest.parent().unwrap_or(&self.root);
         fsutil::create_dir_all_synced(dir)?;
         let mut tmp = fsutil::temp_file_in(dir)?;
-        io::copy(data, tmp.as_file_mut()).at("cannot write", tmp.path())?;
-        Ok(fsutil::persist_new(tmp, &dest)?)
+        let mut buf = vec![0; 1 << 20];
+        let mut first = true;
+        loop {
+            let n = match data.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(PathError::new("cannot write", tmp.path(), e).into()),
+            };
+            tmp.write_all(&buf[..n]).at("cannot write", tmp.path())?;
+            if first {
+                fault::point("blob:partial");
+                first = false;
+            }
+        }
+        fault::point("blob:written");
+        let written = fsutil::persist_new(tmp, &dest)?;
+        if written {
+            fault::point("blob:renamed");
+        }
+        Ok(written)
     }
 
     fn update(&self, key: &str, f: &mut UpdateFn<'_>) -> Result<bool, RepoError> {
+        fault::point("index:lock");
         let _lock = self.lock()?;
         let path = self.path(key);
         let current = read_opt(&path)?;
-        match f(current.as_deref())? {
-            None => Ok(false),
-            Some(write) => {
-                fsutil::create_dir_all_synced(path.parent().unwrap_or(&self.root))?;
-                fsutil::write_atomic(&path, &write.data)?;
-                for (key, data) in &write.then {
-                    let path = self.path(key);
-                    fsutil::create_dir_all_synced(path.parent().unwrap_or(&self.root))?;
-                    fsutil::write_atomic(&path, data)?;
-                }
-                Ok(true)
-            }
+        let Some(write) = f(current.as_deref())? else {
+            return Ok(false);
+        };
+        if write.then.is_empty() {
+            let dir = path.parent().unwrap_or(&self.root);
+            fsutil::create_dir_all_synced(dir)?;
+            let mut tmp = fsutil::temp_file_in(dir)?;
+            tmp.write_all(&write.data).at("cannot write", tmp.path())?;
+            tmp.as_file().sync_all().at("cannot sync", tmp.path())?;
+            fault::point("index:written");
+            fsutil::persist(tmp, &path)?;
+            fault::point("index:renamed");
+        } else {
+            self.write_in_turn(key, &write)?;
         }
+        Ok(true)
     }
 
     fn delete(&self, key: &str) -> Result<(), RepoError> {
@@ -169,13 +240,17 @@ impl Backend for FsBackend {
             return Ok(Vec::new());
         }
         let mut keys = Vec::new();
-        for entry in walkdir::WalkDir::new(&base).sort_by_file_name() {
+        // Dot-names are writers' temp files and directories, not content.
+        let walk = walkdir::WalkDir::new(&base)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+        for entry in walk {
             let entry = entry.map_err(|e| {
                 let path = e.path().unwrap_or(&base).to_owned();
                 RepoError::Io(PathError::new("cannot list", &path, e.into()))
             })?;
-            if !entry.file_type().is_file() || entry.file_name().to_string_lossy().starts_with('.')
-            {
+            if !entry.file_type().is_file() {
                 continue;
             }
             if let Ok(rel) = entry.path().strip_prefix(&self.root)
@@ -191,6 +266,29 @@ impl Backend for FsBackend {
         let dir = File::open(&self.root).at("cannot open repository", &self.root)?;
         dir.lock().at("cannot lock repository", &self.root)?;
         Ok(Box::new(dir))
+    }
+
+    fn sweep_abandoned(&self, dry_run: bool) -> Result<Sweep, RepoError> {
+        // A temp file is abandoned when nobody holds its lock (see
+        // `fsutil::temp_file_in`). Index writers make theirs under the
+        // repository lock, so none is seen here before its writer locks it.
+        let _lock = self.lock()?;
+        let mut sweep = Sweep::default();
+        for path in self.temps()? {
+            let key = self.key_of(&path);
+            let state = fsutil::remove_if_abandoned(&path, dry_run)?;
+            match state {
+                TempState::Abandoned(size) => {
+                    sweep.abandoned.push(Abandoned { key, size });
+                    if !dry_run {
+                        fault::point("temp:removed");
+                    }
+                }
+                TempState::Held => sweep.in_progress.push(key),
+                TempState::Gone => {}
+            }
+        }
+        Ok(sweep)
     }
 }
 

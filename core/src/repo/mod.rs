@@ -211,8 +211,33 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn list(&self, prefix: &str) -> Result<Vec<String>, RepoError>;
     /// Holds off every other writer's [`Backend::update`] until dropped: gc
     /// sweeps blobs under it so no index can start referencing one it
-    /// deletes. Not to be held while calling `update` on the same backend.
+    /// deletes. Not to be held while calling `update` or
+    /// `sweep_abandoned` on the same backend.
     fn lock(&self) -> Result<Box<dyn Send>, RepoError>;
+    /// Removes what writers that died left of writes they never finished
+    /// (on a directory, a killed publisher's temp files; on object
+    /// storage, its multipart uploads never completed), and never a write
+    /// a live writer is still making; reports both. With `dry_run`,
+    /// removes nothing.
+    fn sweep_abandoned(&self, dry_run: bool) -> Result<Sweep, RepoError>;
+}
+
+/// A write that was begun and never finished, and whose writer is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Abandoned {
+    /// Where it is, from the repository's root (a `.tmp-` name).
+    pub key: String,
+    /// The bytes its removal frees.
+    pub size: u64,
+}
+
+/// What [`Backend::sweep_abandoned`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// Removed (or, in a dry run, to be removed).
+    pub abandoned: Vec<Abandoned>,
+    /// Writes in progress, left alone.
+    pub in_progress: Vec<String>,
 }
 
 /// An index's bytes as stored, and its signature's, if it has one.
