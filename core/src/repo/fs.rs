@@ -1,12 +1,15 @@
-//! The local-directory backend, berth's embedded default. Writes are a temp
-//! file in the target directory, fsync, rename and a directory fsync;
-//! compare-and-swap and gc hold an exclusive `flock` on the repository
-//! directory itself, so no lock file ever appears in the tree, and every
-//! temp file is held under an `flock` by its writer, so a sweep can tell a
-//! dead writer's leftovers from a live writer's work.
+//! The local-directory backend, berth's embedded default. A blob is
+//! streamed into a temp file in its directory, fsynced and renamed to its
+//! final name; an index is a temp file renamed over the old one; an index
+//! and its signature appear together by swapping their channel's directory
+//! with a new one. Compare-and-swap and gc hold an exclusive `flock` on the
+//! repository directory itself, so no lock file ever appears in the tree,
+//! and every temp file is held under an `flock` by its writer, so a sweep
+//! can tell a dead writer's leftovers from a live writer's work.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write as _};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::{
@@ -78,6 +81,97 @@ impl FsBackend {
         self.root.join(key)
     }
 
+    /// Writes the objects of one update so that they appear together. All
+    /// in one directory (an index and its signature), the directory is
+    /// built again beside itself, with hard links to the files that stay
+    /// and the new files written and fsynced, then swapped with the old
+    /// one by a single `renameat2(RENAME_EXCHANGE)`: a reader finds the old
+    /// pair or the new pair, never one of each, and a writer killed before
+    /// the swap leaves the old directory as it was. Where the file system
+    /// cannot swap (e.g. NFS), the objects are written in turn.
+    fn write_together(&self, key: &str, write: &Write) -> Result<(), RepoError> {
+        let dir = self.path(key).parent().unwrap_or(&self.root).to_owned();
+        let mut files = vec![(file_name(key), &write.data[..])];
+        for (k, data) in &write.then {
+            files.push((file_name(k), &data[..]));
+        }
+        let same_dir = write
+            .then
+            .iter()
+            .all(|(k, _)| self.path(k).parent() == Some(&dir));
+        if !same_dir {
+            return self.write_in_turn(key, write);
+        }
+        fsutil::create_dir_all_synced(&dir)?;
+        let parent = fsutil::parent_dir(&dir);
+        let mode = fs::metadata(&dir).at("cannot stat", &dir)?.permissions();
+        // Removed on any failure before the swap; after it, it names the
+        // old directory and is removed the same way.
+        let new = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .permissions(mode.clone())
+            .tempdir_in(parent)
+            .at("cannot create a temp directory in", parent)?;
+        fs::set_permissions(new.path(), mode).at("cannot set the mode of", new.path())?;
+        for entry in fs::read_dir(&dir).at("cannot list", &dir)? {
+            let entry = entry.at("cannot list", &dir)?;
+            let name = entry.file_name();
+            let text = name.to_string_lossy();
+            // Temp files here were written under the repository lock,
+            // which this writer holds: their writers are dead.
+            if text.starts_with(TEMP_PREFIX) || files.iter().any(|(f, _)| **f == *name) {
+                continue;
+            }
+            let from = entry.path();
+            if entry.file_type().at("cannot stat", &from)?.is_dir() {
+                return Err(RepoError::Invalid {
+                    repo: self.location(),
+                    key: from
+                        .strip_prefix(&self.root)
+                        .unwrap_or(&from)
+                        .display()
+                        .to_string(),
+                    reason: "a directory inside a channel directory is not part of a repository, and an update of the channel would not keep it".into(),
+                });
+            }
+            fs::hard_link(&from, new.path().join(&name)).at("cannot link", &from)?;
+        }
+        for (i, (name, data)) in files.iter().enumerate() {
+            let path = new.path().join(name);
+            let mut file = File::create_new(&path).at("cannot create", &path)?;
+            file.write_all(data).at("cannot write", &path)?;
+            file.sync_all().at("cannot sync", &path)?;
+            fault::point(if i == 0 {
+                "index:written"
+            } else {
+                "signature:written"
+            });
+        }
+        fsutil::sync_dir(new.path())?;
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            new.path(),
+            rustix::fs::CWD,
+            &dir,
+            rustix::fs::RenameFlags::EXCHANGE,
+        ) {
+            Ok(()) => {}
+            Err(
+                rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::OPNOTSUPP,
+            ) => {
+                drop(new);
+                return self.write_in_turn(key, write);
+            }
+            Err(e) => return Err(PathError::new("cannot swap in", &dir, e.into()).into()),
+        }
+        fsutil::sync_dir(parent)?;
+        fault::point("index:renamed");
+        // The update is done; a directory left here is a sweep's to remove.
+        let _ = new.close();
+        fault::point("index:cleaned");
+        Ok(())
+    }
+
     /// Writes an update's objects one after the other, each atomically: a
     /// writer killed in between leaves the first without the others.
     fn write_in_turn(&self, key: &str, write: &Write) -> Result<(), RepoError> {
@@ -93,8 +187,8 @@ impl FsBackend {
         Ok(())
     }
 
-    /// Every `.tmp-` file in the tree.
-    fn temps(&self) -> Result<Vec<PathBuf>, RepoError> {
+    /// Every `.tmp-` file and directory in the tree (none inside another).
+    fn temps(&self) -> Result<Vec<(PathBuf, bool)>, RepoError> {
         let mut out = Vec::new();
         let mut stack = vec![self.root.clone()];
         while let Some(dir) = stack.pop() {
@@ -102,12 +196,11 @@ impl FsBackend {
                 let entry = entry.at("cannot list", &dir)?;
                 let path = entry.path();
                 let kind = entry.file_type().at("cannot stat", &path)?;
-                if kind.is_dir() {
+                let temp = entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX);
+                if temp && (kind.is_file() || kind.is_dir()) {
+                    out.push((path, kind.is_dir()));
+                } else if kind.is_dir() {
                     stack.push(path);
-                } else if kind.is_file()
-                    && entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
-                {
-                    out.push(path);
                 }
             }
         }
@@ -121,6 +214,29 @@ impl FsBackend {
             .display()
             .to_string()
     }
+}
+
+/// The last component of a key.
+fn file_name(key: &str) -> &std::ffi::OsStr {
+    std::ffi::OsStr::new(key.rsplit('/').next().unwrap_or(key))
+}
+
+/// Removes a dead writer's temp directory; the bytes that leaves free
+/// (files linked nowhere else).
+fn remove_temp_dir(path: &Path, dry_run: bool) -> Result<u64, RepoError> {
+    let mut freed = 0;
+    for entry in fs::read_dir(path).at("cannot list", path)? {
+        let entry = entry.at("cannot list", path)?;
+        let meta = fs::symlink_metadata(entry.path()).at("cannot stat", &entry.path())?;
+        if meta.is_file() && meta.nlink() == 1 {
+            freed += meta.len();
+        }
+    }
+    if !dry_run {
+        fs::remove_dir_all(path).at("cannot remove", path)?;
+        fsutil::sync_dir(fsutil::parent_dir(path))?;
+    }
+    Ok(freed)
 }
 
 /// Reads a small object whole, refusing one past [`MAX_SMALL_OBJECT`]
@@ -220,7 +336,7 @@ impl Backend for FsBackend {
             fsutil::persist(tmp, &path)?;
             fault::point("index:renamed");
         } else {
-            self.write_in_turn(key, &write)?;
+            self.write_together(key, &write)?;
         }
         Ok(true)
     }
@@ -270,13 +386,20 @@ impl Backend for FsBackend {
 
     fn sweep_abandoned(&self, dry_run: bool) -> Result<Sweep, RepoError> {
         // A temp file is abandoned when nobody holds its lock (see
-        // `fsutil::temp_file_in`). Index writers make theirs under the
-        // repository lock, so none is seen here before its writer locks it.
+        // `fsutil::temp_file_in`); index writers make theirs under the
+        // repository lock, so none is seen here before its writer locks
+        // it. Temp directories (a channel's directory being rebuilt) are
+        // made and removed under the repository lock: with it held, every
+        // one is a dead writer's.
         let _lock = self.lock()?;
         let mut sweep = Sweep::default();
-        for path in self.temps()? {
+        for (path, is_dir) in self.temps()? {
             let key = self.key_of(&path);
-            let state = fsutil::remove_if_abandoned(&path, dry_run)?;
+            let state = if is_dir {
+                TempState::Abandoned(remove_temp_dir(&path, dry_run)?)
+            } else {
+                fsutil::remove_if_abandoned(&path, dry_run)?
+            };
             match state {
                 TempState::Abandoned(size) => {
                     sweep.abandoned.push(Abandoned { key, size });
