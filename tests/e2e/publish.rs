@@ -3,12 +3,12 @@
 
 use std::fs;
 
-use berth_tests::{TestEnv, tree_state};
+use berth_tests::{TestEnv, tree_state, write};
 use serde_json::Value;
 
 use crate::repo_support::{
     Artifact, REPO, artifact, artifacts, assert_says, blob_path, blobs, digests, index,
-    index_releases, publish, published, refused, same_release_twice, version_builds,
+    index_releases, killed_at, publish, published, refused, same_release_twice, version_builds,
 };
 
 /// Checks a first publish's report and the tree it left at `repo_dir`.
@@ -51,6 +51,25 @@ fn publish_into_an_existing_empty_directory_creates_the_repository() {
     let env = TestEnv::new();
     let art = artifact(&env, 1);
     fs::create_dir(env.join(REPO)).unwrap();
+    let run = publish(&env, &art, REPO, "staging").ok();
+    assert_says(&run, "stderr", &["created a new repository"]);
+    assert_created(&env.join(REPO), &art, &run.json());
+}
+
+#[test]
+fn a_first_publish_killed_before_repo_toml_is_finished_by_the_next() {
+    let env = TestEnv::new();
+    let art = artifact(&env, 1);
+    let args = ["publish", &art.path, "--repo", REPO, "--channel", "staging"];
+    killed_at(&env, "repo:dirs", &args);
+    assert!(env.join("repo/channels").is_dir());
+    assert!(!env.join("repo/repo.toml").exists());
+    // What a creator killed while writing repo.toml leaves as well.
+    write(&env.join("repo/.tmp-A1b2C3"), "format = 1\n");
+    // Not a repository yet: readers say so.
+    let run = env.packager(["list", "--repo", REPO]).code(2);
+    assert_says(&run, "stderr", &["there is no berth repository"]);
+
     let run = publish(&env, &art, REPO, "staging").ok();
     assert_says(&run, "stderr", &["created a new repository"]);
     assert_created(&env.join(REPO), &art, &run.json());

@@ -57,8 +57,7 @@ impl FsBackend {
         if root.join(REPO_TOML).is_file() {
             return Ok((backend, false));
         }
-        let empty = fs::read_dir(root).at("cannot list", root)?.next().is_none();
-        if !empty {
+        if !unfinished_creation(root)? {
             return Err(RepoError::NotARepository {
                 path: backend.location(),
             });
@@ -68,11 +67,14 @@ impl FsBackend {
                 path: backend.location(),
             });
         }
-        // repo.toml goes last: until it is there the directory is "empty or
-        // ours", and a crash leaves something the next publish can finish.
+        // repo.toml goes last: until it is there the directory holds
+        // nothing but what this creation makes (see `unfinished_creation`),
+        // and a creator killed half-way leaves something the next publish
+        // finishes.
         for dir in ["blobs/sha256", "channels"] {
             fsutil::create_dir_all_synced(&root.join(dir))?;
         }
+        fault::point("repo:dirs");
         fsutil::write_atomic(&root.join(REPO_TOML), NEW_REPO_TOML.as_bytes())?;
         Ok((backend, true))
     }
@@ -219,6 +221,34 @@ impl FsBackend {
 /// The last component of a key.
 fn file_name(key: &str) -> &std::ffi::OsStr {
     std::ffi::OsStr::new(key.rsplit('/').next().unwrap_or(key))
+}
+
+/// Whether `root` (a directory with no repo.toml, looked at under the
+/// repository lock) holds nothing but what creating a repository makes
+/// before repo.toml: an empty `channels/`, a `blobs/` with at most an
+/// empty `sha256/`, and the temp files of a dead creator. An empty
+/// directory qualifies.
+fn unfinished_creation(root: &Path) -> Result<bool, RepoError> {
+    let only = |dir: &Path, allowed: &[&str]| -> Result<bool, RepoError> {
+        for entry in fs::read_dir(dir).at("cannot list", dir)? {
+            let entry = entry.at("cannot list", dir)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let kind = entry.file_type().at("cannot stat", &entry.path())?;
+            let ok = if name.starts_with(TEMP_PREFIX) {
+                kind.is_file()
+            } else {
+                kind.is_dir() && allowed.contains(&name.as_str())
+            };
+            if !ok {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    Ok(only(root, &["blobs", "channels"])?
+        && (!root.join("blobs").is_dir() || only(&root.join("blobs"), &["sha256"])?)
+        && (!root.join("blobs/sha256").is_dir() || only(&root.join("blobs/sha256"), &[])?)
+        && (!root.join("channels").is_dir() || only(&root.join("channels"), &[])?))
 }
 
 /// Removes a dead writer's temp directory; the bytes that leaves free
