@@ -323,8 +323,14 @@ impl Backend for FsBackend {
             return Ok(false);
         }
         let dir = dest.parent().unwrap_or(&self.root);
-        fsutil::create_dir_all_synced(dir)?;
-        let mut tmp = fsutil::temp_file_in(dir)?;
+        // The temp file goes in the deepest directory that exists, so that
+        // a write that fails creates nothing; the rest is made once the
+        // data is complete.
+        let mut tmp_dir = dir;
+        while !tmp_dir.is_dir() && tmp_dir != self.root {
+            tmp_dir = tmp_dir.parent().unwrap_or(&self.root);
+        }
+        let mut tmp = fsutil::temp_file_in(tmp_dir)?;
         let mut buf = vec![0; 1 << 20];
         let mut first = true;
         loop {
@@ -341,6 +347,7 @@ impl Backend for FsBackend {
             }
         }
         fault::point("blob:written");
+        fsutil::create_dir_all_synced(dir)?;
         let written = fsutil::persist_new(tmp, &dest)?;
         if written {
             fault::point("blob:renamed");
