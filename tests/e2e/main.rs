@@ -26,6 +26,7 @@ mod hostile;
 mod progress;
 mod publish;
 mod quickstart;
+mod repo_faults;
 mod repo_support;
 mod trust;
 mod verify;
