@@ -27,6 +27,7 @@ mod progress;
 mod publish;
 mod quickstart;
 mod repo_faults;
+mod repo_kills;
 mod repo_support;
 mod trust;
 mod verify;
