@@ -580,7 +580,7 @@ impl RepoCheck {
                     let size = fs::metadata(&blob).map(|m| m.len()).map_err(|e| {
                         format!(
                             "{channel} {}+{} points at {}: {e}",
-                            r["version"],
+                            r["version"].as_str().unwrap_or_default(),
                             r["build"],
                             blob.display()
                         )
