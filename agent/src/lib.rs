@@ -4,7 +4,6 @@
 
 pub mod config;
 pub mod error;
-pub mod fault;
 pub mod fetch;
 pub mod hooks;
 pub mod layout;

@@ -62,6 +62,11 @@ impl<R: Read> HashingReader<R> {
         self.count
     }
 
+    /// The hex digest of the bytes read so far.
+    pub fn digest(&self) -> String {
+        hex(&self.hasher.clone().finalize())
+    }
+
     /// The hex digest and the byte count.
     pub fn finish(self) -> (String, u64) {
         (hex(&self.hasher.finalize()), self.count)

@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod digest;
+pub mod fault;
 pub mod fsutil;
 pub mod manifest;
 pub mod name;

@@ -184,12 +184,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Apply retention and delete artifacts no channel references
+    /// Apply retention; delete unreferenced artifacts and abandoned uploads
     #[command(
         after_help = "With --keep N (or `keep` for a channel in repo.toml) each channel keeps \
         the newest N releases of each package that are not yanked; older entries leave the index. \
         Then every blob no index references is deleted. A blob any channel references is never \
-        deleted.\n\n\
+        deleted. Last, the temp files of publishers that died before they finished (`.tmp-*`) \
+        are removed; a temp file a running publisher is still writing is kept.\n\n\
         Examples:\n  \
         packager gc --repo /srv/berth --dry-run\n  \
         packager gc --repo /srv/berth --keep 10"

@@ -350,7 +350,9 @@ pub fn run(command: Command) -> Result<(), Failure> {
                     "deleted": r.deleted.iter().map(|(sha, size)| json!({"sha256": sha, "size": size})).collect::<Vec<_>>(),
                     "bytes_freed": r.bytes_freed(),
                     "kept_blobs": r.kept_blobs,
-                    "changed": !r.dry_run && (!r.dropped.is_empty() || !r.deleted.is_empty()),
+                    "abandoned": r.abandoned.iter().map(|a| json!({"path": a.key, "size": a.size})).collect::<Vec<_>>(),
+                    "in_progress": r.in_progress,
+                    "changed": !r.dry_run && (!r.dropped.is_empty() || !r.deleted.is_empty() || !r.abandoned.is_empty()),
                 }));
             }
             let verb = if r.dry_run { "would drop" } else { "dropped" };
@@ -362,12 +364,25 @@ pub fn run(command: Command) -> Result<(), Failure> {
             for (sha, size) in &r.deleted {
                 text.push_str(&format!("{verb} blob {sha} ({})\n", human_bytes(*size)));
             }
+            let verb = if r.dry_run { "would remove" } else { "removed" };
+            for a in &r.abandoned {
+                text.push_str(&format!(
+                    "{verb} `{}`, left by a writer that died before it finished ({})\n",
+                    a.key,
+                    human_bytes(a.size)
+                ));
+            }
+            for key in &r.in_progress {
+                text.push_str(&format!("kept `{key}`: a writer is still writing it\n"));
+            }
             text.push_str(&format!(
-                "{}: {} index entries, {} blobs ({}), {} blobs kept\n",
+                "{}: {} index entries, {} blobs ({}), {} abandoned writes ({}), {} blobs kept\n",
                 if r.dry_run { "dry run" } else { "gc done" },
                 r.dropped.len(),
                 r.deleted.len(),
                 human_bytes(r.bytes_freed()),
+                r.abandoned.len(),
+                human_bytes(r.abandoned_bytes()),
                 r.kept_blobs
             ));
             out(&text)

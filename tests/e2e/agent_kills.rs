@@ -13,33 +13,9 @@
 
 use std::time::{Duration, Instant};
 
+use berth_tests::{Rng, env_number};
+
 use crate::agent_support::{Node, Rel, rel};
-
-fn env_number(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}=`{v}` is not a whole number")),
-        Err(_) => default,
-    }
-}
-
-/// A small deterministic generator (xorshift), so a failing run can be
-/// repeated: the seed is printed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 /// Which release the node is on after recovery, or what is wrong.
 fn check(node: &Node, pool: &[Rel]) -> Result<String, String> {
@@ -110,7 +86,7 @@ fn random_kills_of_installs_rollbacks_and_gc_never_leave_a_node_between_releases
         node.installed(r);
     }
 
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let mut on = pool[2].vb();
     let mut counts = std::collections::BTreeMap::<&str, (usize, usize)>::new();
     // How long each kind of operation took the last time it ran to the

@@ -1,7 +1,9 @@
 //! Concurrent writers: many `packager publish` processes at once lose no
 //! entry, create one repository, store a blob once, keep a release
-//! immutable and leave no temp files; gc racing publishers or promotes never
-//! leaves an index entry without its blob.
+//! immutable and leave no temp files; gc racing publishers, promotes and
+//! yanks loses nothing a channel references and never leaves an index
+//! entry without its blob, in free-running rounds and with each race
+//! window held open (`BERTH_FAULT_STOP`).
 
 use std::collections::BTreeSet;
 
@@ -9,8 +11,9 @@ use berth_tests::{Run, TestEnv};
 use serde_json::Value;
 
 use crate::repo_support::{
-    Artifact, REPO, args, artifact, artifacts, blob_path, blobs, digests, index, index_releases,
-    list, published, run_all, same_release_twice, set_repo_toml, temp_files,
+    Artifact, REPO, RepoCheck, args, artifact, artifacts, assert_says, blob_path, blobs, digests,
+    index, index_releases, list, ok_json, paused_at, published, run_all, same_release_twice,
+    set_repo_toml, temp_files,
 };
 
 fn publish_args(art: &Artifact, repo: &str) -> Vec<String> {
@@ -130,79 +133,321 @@ fn ten_publishers_of_the_same_artifact_store_it_once() {
     assert_holds_exactly(&env, &same, &[]);
 }
 
-#[test]
-fn gc_racing_publishers_never_leaves_an_entry_without_its_blob() {
-    let env = TestEnv::new();
-    let arts = artifacts(&env, "1.4.2", 1..=20);
-    published(&env, &arts[0], "staging");
-    let mut commands: Vec<Vec<String>> = arts[1..].iter().map(|a| publish_args(a, REPO)).collect();
-    for slot in [0, 5, 10, 15] {
-        commands.insert(slot, args(&["gc", "--repo", REPO]));
+/// What the gc reports of a round say they did: the releases dropped
+/// (`channel VERSION+BUILD`) and the digests deleted.
+fn gc_effects(reports: &[Value]) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut dropped = BTreeSet::new();
+    let mut deleted = BTreeSet::new();
+    for r in reports {
+        for d in r["dropped"].as_array().unwrap() {
+            dropped.insert(format!(
+                "{} {}",
+                d["channel"].as_str().unwrap(),
+                d["release"].as_str().unwrap()
+            ));
+        }
+        for d in r["deleted"].as_array().unwrap() {
+            deleted.insert(d["sha256"].as_str().unwrap().to_owned());
+        }
     }
-    for run in run_all(&env, &commands) {
-        run.ok();
-    }
-    assert_holds_exactly(&env, &arts, &[]);
-    assert_every_entry_has_its_blob(&env);
+    (dropped, deleted)
 }
 
-/// Every entry of every channel's index points at a blob that is there.
-#[track_caller]
-fn assert_every_entry_has_its_blob(env: &TestEnv) {
-    let dangling: Vec<String> = list(env, None)
+/// The `channel VERSION+BUILD` of every entry, and every referenced digest.
+fn entries(env: &TestEnv) -> (BTreeSet<String>, BTreeSet<String>) {
+    let listed = list(env, None);
+    let entries = listed
         .iter()
-        .filter(|e| !blob_path(&env.join(REPO), e["sha256"].as_str().unwrap()).is_file())
         .map(|e| {
-            let text = |k: &str| e[k].as_str().unwrap().to_owned();
-            format!("{} {}+{}", text("channel"), text("version"), e["build"])
+            format!(
+                "{} {}+{}",
+                e["channel"].as_str().unwrap(),
+                e["version"].as_str().unwrap(),
+                e["build"]
+            )
         })
         .collect();
+    let digests = listed
+        .iter()
+        .map(|e| e["sha256"].as_str().unwrap().to_owned())
+        .collect();
+    (entries, digests)
+}
+
+/// A refusal a racing command may meet: its release was dropped by a gc,
+/// or yanked by a yank, in the meantime.
+#[track_caller]
+fn raced_out(run: &Run) {
     assert!(
-        dangling.is_empty(),
-        "entries whose blob gc deleted: {dangling:#?}"
+        run.code == 2
+            && (run.stderr.contains("is not in channel") || run.stderr.contains("is yanked")),
+        "{run}"
     );
 }
 
 #[test]
-fn promotes_racing_gc_never_reference_a_deleted_blob() {
+fn gc_racing_publishers_yanks_and_promotes_never_leaves_an_entry_without_its_blob() {
+    // Rounds of 8 publishers, 2 promotes, 2 yanks and 3 gc with a small
+    // retention, all started at once. After each round the repository is
+    // whole, and every release a publisher or a promote added is still in
+    // its channel unless a gc reported dropping it: nothing is lost.
     let env = TestEnv::new();
-    let arts = artifacts(&env, "1.4.2", 1..=30);
-    publish_at_once(&env, &arts, REPO);
-    // staging keeps one release: every gc sweeps the blobs of the others
-    // that production does not reference yet.
+    let rounds = 5;
+    let arts = artifacts(&env, "1.4.2", 1..=(8 * rounds as u64 + 2));
+    published(&env, &arts[0], "staging");
+    published(&env, &arts[1], "staging");
+    let mut check = RepoCheck::new(env.join(REPO), None);
+    let (mut reuploaded, mut dropped_fresh, mut raced) = (0, 0, 0);
+    for round in 0..rounds {
+        let fresh = &arts[2 + 8 * round..2 + 8 * (round + 1)];
+        let (before, _) = entries(&env);
+        let staged: Vec<&str> = before
+            .iter()
+            .filter_map(|e| e.strip_prefix("staging "))
+            .collect();
+        let mut commands: Vec<Vec<String>> = fresh.iter().map(|a| publish_args(a, REPO)).collect();
+        for (i, vb) in staged.iter().rev().take(2).enumerate() {
+            let release = format!("webapp@{vb}");
+            commands.insert(
+                2 * i + 1,
+                args(&[
+                    "promote",
+                    &release,
+                    "--from",
+                    "staging",
+                    "--to",
+                    "production",
+                    "--repo",
+                    REPO,
+                    "--json",
+                ]),
+            );
+        }
+        for (i, vb) in staged.iter().take(2).enumerate() {
+            let release = format!("webapp@{vb}");
+            commands.insert(
+                4 * i + 2,
+                args(&[
+                    "yank",
+                    &release,
+                    "--channel",
+                    "staging",
+                    "--repo",
+                    REPO,
+                    "--json",
+                ]),
+            );
+        }
+        for slot in [0, 5, 10] {
+            commands.insert(slot, args(&["gc", "--repo", REPO, "--keep", "2", "--json"]));
+        }
+        let runs = run_all(&env, &commands);
+        let mut added = BTreeSet::new();
+        let mut gcs = Vec::new();
+        for (cmd, run) in commands.iter().zip(runs) {
+            match cmd[0].as_str() {
+                "publish" => {
+                    let r = run.ok().json();
+                    assert_eq!(r["changed"], true, "{r}");
+                    added.insert(format!(
+                        "staging {}+{}",
+                        r["version"].as_str().unwrap(),
+                        r["build"]
+                    ));
+                }
+                "promote" if run.code == 0 => {
+                    let r = run.json();
+                    added.insert(format!(
+                        "production {}+{}",
+                        r["version"].as_str().unwrap(),
+                        r["build"]
+                    ));
+                }
+                "gc" => gcs.push(run.ok().json()),
+                _ if run.code == 0 => {}
+                _ => {
+                    raced += 1;
+                    raced_out(&run);
+                }
+            }
+        }
+        check
+            .check(&env)
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(
+            temp_files(&env.join(REPO)),
+            Vec::<std::path::PathBuf>::new()
+        );
+        let (dropped, deleted) = gc_effects(&gcs);
+        let (after, referenced) = entries(&env);
+        let lost: Vec<&String> = added
+            .iter()
+            .filter(|e| !after.contains(*e) && !dropped.contains(*e))
+            .collect();
+        assert!(lost.is_empty(), "round {round}: entries lost: {lost:?}");
+        // A blob a gc deleted that an index references now was a
+        // publisher's upload that gc swept before its index update; the
+        // publisher uploaded it again.
+        reuploaded += deleted.intersection(&referenced).count();
+        dropped_fresh += dropped.intersection(&added).count();
+    }
+    eprintln!(
+        "{rounds} rounds of 8 publishes, 2 promotes, 2 yanks and 3 gc --keep 2 at once: \
+         {reuploaded} blobs swept by gc between a publisher's upload and its index update \
+         and uploaded again, {dropped_fresh} entries added in a round and dropped by a gc of \
+         the same round, {raced} promotes or yanks refused because a gc or yank got there \
+         first; nothing lost"
+    );
+}
+
+#[test]
+fn a_gc_between_a_publisher_s_upload_and_its_index_update_never_loses_the_entry() {
+    // The window, held open: publishers stopped after their upload, right
+    // before they take the repository lock, while a gc stopped holding it
+    // has taken stock of the references; the gc then deletes their blobs,
+    // and each publisher, finding its blob gone under the lock, uploads
+    // it again.
+    let env = TestEnv::new();
+    let arts = artifacts(&env, "1.4.2", 1..=5);
+    for art in &arts[..3] {
+        published(&env, art, "staging");
+    }
+    let gc = paused_at(
+        &env,
+        "gc:sweep",
+        &["gc", "--repo", REPO, "--keep", "2", "--json"],
+    );
+    let publishers: Vec<_> = arts[3..]
+        .iter()
+        .map(|a| paused_at(&env, "index:lock", &publish_args(a, REPO)))
+        .collect();
+    for art in &arts[3..] {
+        assert!(blob_path(&env.join(REPO), &art.sha256).is_file());
+    }
+    let report = gc.resume().ok().json();
+    let (dropped, deleted) = gc_effects(&[report]);
+    assert_eq!(dropped, BTreeSet::from(["staging 1.4.2+1".to_owned()]));
+    assert_eq!(
+        deleted,
+        digests(&[&arts[0], &arts[3], &arts[4]])
+            .into_iter()
+            .collect(),
+        "gc deleted the uploads not yet in an index"
+    );
+    for p in publishers {
+        let r = p.resume().ok().json();
+        assert_eq!(r["changed"], true, "{r}");
+        assert_eq!(r["blob"], "uploaded", "{r}");
+    }
+    assert_eq!(
+        index_releases(&env, "staging"),
+        ["1.4.2+2", "1.4.2+3", "1.4.2+4", "1.4.2+5"]
+    );
+    RepoCheck::new(env.join(REPO), None).check(&env).unwrap();
+}
+
+#[test]
+fn a_promote_whose_release_gc_drops_meanwhile_is_refused_and_references_nothing() {
+    // The promote has found the release in staging and stops before it
+    // takes the lock; a gc drops the release from staging and deletes its
+    // blob; the promote, checking again under the lock, is refused.
+    let env = TestEnv::new();
+    let arts = artifacts(&env, "1.4.2", 1..=2);
+    for art in &arts {
+        published(&env, art, "staging");
+    }
+    let promote = paused_at(
+        &env,
+        "index:lock",
+        &[
+            "promote",
+            &arts[0].release(),
+            "--from",
+            "staging",
+            "--to",
+            "production",
+            "--repo",
+            REPO,
+        ],
+    );
+    let report = ok_json(&env, &["gc", "--repo", REPO, "--keep", "1"]);
+    assert_eq!(
+        gc_effects(&[report]).1,
+        digests(&[&arts[0]]).into_iter().collect()
+    );
+    let run = promote.resume().code(2);
+    assert_says(&run, "stderr", &["is not in channel `staging`"]);
+    assert!(
+        !env.join(REPO)
+            .join("channels/production/webapp.json")
+            .exists()
+    );
+    RepoCheck::new(env.join(REPO), None).check(&env).unwrap();
+}
+
+#[test]
+fn promotes_and_yanks_racing_gc_never_reference_a_deleted_blob() {
+    // Rounds: staging keeps one release, so every gc sweeps the blobs of
+    // the others that production does not reference yet, while promotes
+    // copy them and yanks mark them.
+    let env = TestEnv::new();
+    let rounds = 3;
+    let per_round = 12;
+    let arts = artifacts(&env, "1.4.2", 1..=(per_round * rounds) as u64);
     set_repo_toml(
         &env,
         "format = 1\n[channels.production]\npromote_only = true\n[channels.staging]\nkeep = 1\n",
     );
-    let mut commands: Vec<Vec<String>> = arts[..29]
-        .iter()
-        .map(|a| {
-            let release = a.release();
-            args(&[
-                "promote",
-                &release,
-                "--from",
-                "staging",
-                "--to",
-                "production",
-                "--repo",
-                REPO,
-            ])
-        })
-        .collect();
-    for slot in [3, 9, 15, 21] {
-        commands.insert(slot, args(&["gc", "--repo", REPO]));
-    }
-    for run in run_all(&env, &commands) {
-        // A promote that comes after gc dropped its release may be refused.
-        if run.code != 0 {
-            assert!(
-                run.code == 2 && run.stderr.contains("is not in channel"),
-                "{run}"
-            );
+    let mut check = RepoCheck::new(env.join(REPO), None);
+    let (mut refused, mut promoted, mut swept) = (0, 0, 0);
+    for round in 0..rounds {
+        let batch = &arts[per_round * round..per_round * (round + 1)];
+        publish_at_once(&env, batch, REPO);
+        let mut commands: Vec<Vec<String>> = batch[..per_round - 1]
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let release = a.release();
+                if i % 4 == 3 {
+                    args(&["yank", &release, "--channel", "staging", "--repo", REPO])
+                } else {
+                    args(&[
+                        "promote",
+                        &release,
+                        "--from",
+                        "staging",
+                        "--to",
+                        "production",
+                        "--repo",
+                        REPO,
+                    ])
+                }
+            })
+            .collect();
+        for slot in [2, 6, 10] {
+            commands.insert(slot, args(&["gc", "--repo", REPO, "--json"]));
         }
+        for (cmd, run) in commands.iter().zip(run_all(&env, &commands)) {
+            match (cmd[0].as_str(), run.code) {
+                ("gc", _) => swept += gc_effects(&[run.ok().json()]).1.len(),
+                ("promote", 0) => promoted += 1,
+                (_, 0) => {}
+                _ => {
+                    refused += 1;
+                    raced_out(&run);
+                }
+            }
+        }
+        check
+            .check(&env)
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
     }
-    assert_every_entry_has_its_blob(&env);
+    eprintln!(
+        "{rounds} rounds of {} promotes, {} yanks and 3 gc at once: {promoted} promoted, \
+         {refused} refused because a gc dropped the release or a yank marked it first, {swept} blobs swept",
+        (per_round - 1) * 3 / 4 + 1,
+        (per_round - 1) / 4,
+    );
 }
 
 #[test]

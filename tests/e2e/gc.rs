@@ -1,12 +1,16 @@
-//! `packager gc`: retention per channel, and never deleting a blob that any
-//! channel's index still references.
+//! `packager gc`: retention per channel, never deleting a blob that any
+//! channel's index still references, and removing what killed publishers
+//! left (never what a live one is writing).
 
-use berth_tests::{TestEnv, tree_state, write};
+use std::fs;
+
+use berth_tests::{TestEnv, tree_state};
 use serde_json::Value;
 
 use crate::repo_support::{
-    Artifact, REPO, artifacts, assert_says, blob_path, blobs, digests, index, index_releases,
-    ok_json, promoted, published, refused, set_repo_toml, yanked,
+    Artifact, REPO, RepoCheck, args, artifacts, assert_says, big_app, blob_path, blobs, digests,
+    index, index_releases, killed_at, ok_json, paused_at, promoted, published, refused,
+    set_repo_toml, temps, yanked,
 };
 
 /// Publishes `webapp` 1.4.2 builds 1..=n into staging.
@@ -230,14 +234,150 @@ fn keep_zero_is_a_usage_error() {
     assert_says(&run, "stderr", &["--keep"]);
 }
 
+/// The paths a gc report lists under `key` (`abandoned` entries are
+/// objects with a path; `in_progress` entries are paths).
+fn paths(report: &Value, key: &str) -> Vec<String> {
+    let mut v: Vec<String> = report[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.get("path").unwrap_or(a).as_str().unwrap().to_owned())
+        .collect();
+    v.sort();
+    v
+}
+
 #[test]
-fn gc_leaves_a_publisher_s_upload_in_progress_alone() {
+fn gc_removes_what_killed_publishers_left_and_says_so() {
     let env = TestEnv::new();
     let arts = staged(&env, 1);
-    let upload = env.join("repo/blobs/sha256/ab/.tmp-upload");
-    write(&upload, "half an artifact");
-    let v = gc(&env, &["--keep", "1"]);
-    assert_eq!(deleted(&v), Vec::<String>::new());
-    assert!(upload.is_file(), "gc deleted an upload in progress");
+    big_app(&env, "2.0", 3);
+    let more = artifacts(&env, "2.0", [2, 3]);
+    // One publisher dies a megabyte into its blob, another after writing
+    // its blob and the temp file of the new index.
+    let publish =
+        |art: &Artifact| args(&["publish", &art.path, "--repo", REPO, "--channel", "staging"]);
+    killed_at(&env, "blob:partial", &publish(&more[0]));
+    killed_at(&env, "index:written", &publish(&more[1]));
+    let left = temps(&env.join(REPO));
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left.iter().any(|t| t.starts_with("blobs/sha256/")),
+        "{left:?}"
+    );
+    assert!(
+        left.iter().any(|t| t.starts_with("channels/staging/.tmp-")),
+        "{left:?}"
+    );
+    let partial = left.iter().find(|t| t.starts_with("blobs/")).unwrap();
+    let partial_size = fs::metadata(env.join(REPO).join(partial)).unwrap().len();
+    assert!(
+        partial_size > 0 && partial_size < more[0].size,
+        "the blob was cut: {partial_size} of {} bytes",
+        more[0].size
+    );
+
+    let before = tree_state(&env.join(REPO));
+    let dry = gc(&env, &["--dry-run"]);
+    assert_eq!(paths(&dry, "abandoned"), left);
+    assert_eq!(
+        before,
+        tree_state(&env.join(REPO)),
+        "the dry run removed something"
+    );
+    let human = env.packager(["gc", "--repo", REPO, "--dry-run"]).ok();
+    assert_says(
+        &human,
+        "stdout",
+        &[
+            &format!("would remove `{partial}`, left by a writer that died before it finished"),
+            "2 abandoned writes",
+        ],
+    );
+
+    let v = gc(&env, &[]);
+    assert_eq!(paths(&v, "abandoned"), left);
+    assert_eq!(paths(&v, "in_progress"), Vec::<String>::new());
+    let sizes: Vec<u64> = v["abandoned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["size"].as_u64().unwrap())
+        .collect();
+    assert!(sizes.contains(&partial_size), "{v}");
+    // The second publisher's blob was complete and in place, but in no
+    // index: an orphan, deleted like any other.
+    assert_eq!(deleted(&v), digests(&[&more[1]]));
+    assert_eq!(v["changed"], true);
+    assert_eq!(temps(&env.join(REPO)), Vec::<String>::new());
+    assert_eq!(index_releases(&env, "staging"), ["1.4.2+1"]);
     assert_eq!(blobs(&env.join(REPO)), digests(&[&arts[0]]));
+
+    // Nothing stands in the way of the next publishers.
+    for art in &more {
+        published(&env, art, "staging");
+    }
+    assert_eq!(
+        index_releases(&env, "staging"),
+        ["1.4.2+1", "2.0+2", "2.0+3"]
+    );
+    let again = gc(&env, &[]);
+    assert_eq!(paths(&again, "abandoned"), Vec::<String>::new());
+}
+
+#[test]
+fn gc_keeps_the_upload_a_live_publisher_is_writing() {
+    let env = TestEnv::new();
+    staged(&env, 1);
+    big_app(&env, "2.0", 3);
+    let art = artifacts(&env, "2.0", [2]).remove(0);
+    // Stopped a megabyte into its blob, as a slow upload would be.
+    let paused = paused_at(
+        &env,
+        "blob:partial",
+        &[
+            "publish",
+            &art.path,
+            "--repo",
+            REPO,
+            "--channel",
+            "staging",
+            "--json",
+        ],
+    );
+    let writing = temps(&env.join(REPO));
+    assert_eq!(writing.len(), 1, "{writing:?}");
+    let path = env.join(REPO).join(&writing[0]);
+    let size = fs::metadata(&path).unwrap().len();
+    assert!(size > 0 && size < art.size, "{size} of {} bytes", art.size);
+
+    let v = gc(&env, &["--keep", "1"]);
+    assert_eq!(
+        paths(&v, "in_progress"),
+        writing,
+        "gc did not see the upload"
+    );
+    assert_eq!(paths(&v, "abandoned"), Vec::<String>::new());
+    assert_eq!(
+        fs::metadata(&path).unwrap().len(),
+        size,
+        "gc touched the upload"
+    );
+    let human = env.packager(["gc", "--repo", REPO]).ok();
+    assert_says(
+        &human,
+        "stdout",
+        &[&format!(
+            "kept `{}`: a writer is still writing it",
+            writing[0]
+        )],
+    );
+
+    let report = paused.resume().ok().json();
+    assert_eq!(report["blob"], "uploaded");
+    assert_eq!(index_releases(&env, "staging"), ["1.4.2+1", "2.0+2"]);
+    assert!(blob_path(&env.join(REPO), &art.sha256).is_file());
+    assert_eq!(temps(&env.join(REPO)), Vec::<String>::new());
+    let mut check = RepoCheck::new(env.join(REPO), None);
+    check.check(&env).unwrap();
 }

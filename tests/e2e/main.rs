@@ -29,6 +29,8 @@ mod hostile;
 mod progress;
 mod publish;
 mod quickstart;
+mod repo_faults;
+mod repo_kills;
 mod repo_support;
 mod trust;
 mod verify;

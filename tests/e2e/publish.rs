@@ -2,13 +2,15 @@
 //! channel index, idempotent re-runs and immutable releases.
 
 use std::fs;
+use std::io::{Seek, SeekFrom, Write};
 
-use berth_tests::{TestEnv, tree_state};
+use berth_tests::{TestEnv, tree_state, write};
 use serde_json::Value;
 
 use crate::repo_support::{
-    Artifact, REPO, artifact, artifacts, assert_says, blob_path, blobs, digests, index,
-    index_releases, publish, published, refused, same_release_twice, version_builds,
+    Artifact, REPO, artifact, artifacts, assert_says, big_app, blob_path, blobs, digests, index,
+    index_releases, killed_at, paused_at, publish, published, refused, same_release_twice,
+    version_builds,
 };
 
 /// Checks a first publish's report and the tree it left at `repo_dir`.
@@ -54,6 +56,74 @@ fn publish_into_an_existing_empty_directory_creates_the_repository() {
     let run = publish(&env, &art, REPO, "staging").ok();
     assert_says(&run, "stderr", &["created a new repository"]);
     assert_created(&env.join(REPO), &art, &run.json());
+}
+
+#[test]
+fn a_first_publish_killed_before_repo_toml_is_finished_by_the_next() {
+    let env = TestEnv::new();
+    let art = artifact(&env, 1);
+    let args = ["publish", &art.path, "--repo", REPO, "--channel", "staging"];
+    killed_at(&env, "repo:dirs", &args);
+    assert!(env.join("repo/channels").is_dir());
+    assert!(!env.join("repo/repo.toml").exists());
+    // What a creator killed while writing repo.toml leaves as well.
+    write(&env.join("repo/.tmp-A1b2C3"), "format = 1\n");
+    // Not a repository yet: readers say so.
+    let run = env.packager(["list", "--repo", REPO]).code(2);
+    assert_says(&run, "stderr", &["there is no berth repository"]);
+
+    let run = publish(&env, &art, REPO, "staging").ok();
+    assert_says(&run, "stderr", &["created a new repository"]);
+    assert_created(&env.join(REPO), &art, &run.json());
+}
+
+#[test]
+fn an_artifact_changed_while_it_is_published_is_refused_and_nothing_is_stored() {
+    let env = TestEnv::new();
+    published(&env, &artifact(&env, 1), "staging");
+    big_app(&env, "2.0", 3);
+    let art = artifacts(&env, "2.0", [2]).remove(0);
+    // Every path, and every file's bytes and times; a directory's mtime
+    // moves with the temp file that came and went.
+    let files = || {
+        let mut state = tree_state(&env.join(REPO));
+        for v in state.values_mut() {
+            if v.starts_with("40") {
+                v.truncate(5);
+            }
+        }
+        state
+    };
+    let before = files();
+    let paused = paused_at(
+        &env,
+        "blob:partial",
+        &["publish", &art.path, "--repo", REPO, "--channel", "staging"],
+    );
+    // A megabyte is stored; the rest of the file changes in place, as
+    // when a build writes into the artifact being published.
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .open(env.join(&art.path))
+        .unwrap();
+    file.seek(SeekFrom::End(-16)).unwrap();
+    file.write_all(&[0; 16]).unwrap();
+    drop(file);
+    let run = paused.resume().code(2);
+    assert_says(
+        &run,
+        "stderr",
+        &[
+            &format!("blob {} was not stored", art.sha256),
+            "changed after it was hashed",
+            "publish it again once it is complete",
+        ],
+    );
+    assert_eq!(
+        before,
+        files(),
+        "the refused publish changed the repository"
+    );
 }
 
 #[test]

@@ -1,9 +1,13 @@
 //! Helpers shared by the repository tests: build tiny artifacts, publish
 //! them, read what the repository holds, and prove a refusal changed nothing.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use berth_tests::{MINIMAL_PACKAGE_TOML, Run, TestEnv, tree_state, write};
 use serde_json::Value;
@@ -103,6 +107,23 @@ pub fn artifacts(
 /// One artifact of `webapp` 1.4.2 with the given build number.
 pub fn artifact(env: &TestEnv, build: u64) -> Artifact {
     artifacts(env, "1.4.2", [build]).remove(0)
+}
+
+/// Lays out `webapp` VERSION at `app-VERSION` (where [`artifacts`] builds
+/// it) with `mib` MiB of incompressible bytes in its payload, so that
+/// writing its blob takes a while and a kill can land in the middle.
+pub fn big_app(env: &TestEnv, version: &str, mib: usize) {
+    let dir = app(env, &format!("app-{version}"), version);
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut bytes = Vec::with_capacity(mib << 20);
+    while bytes.len() < mib << 20 {
+        // xorshift64: cheap bytes zstd cannot shrink.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    fs::write(dir.join("dist/noise.bin"), bytes).unwrap();
 }
 
 /// Builds 1.4.2+BUILD, then changes a payload file and builds 1.4.2+BUILD
@@ -332,4 +353,300 @@ pub fn run_all(env: &TestEnv, commands: &[Vec<String>]) -> Vec<Run> {
         .into_iter()
         .map(|c| Run::from(c.wait_with_output().expect("packager finishes")))
         .collect()
+}
+
+/// Runs `packager ARGS...` with `BERTH_FAULT=point`, which must kill it
+/// there (SIGKILL); a point it never reaches fails the test.
+#[track_caller]
+pub fn killed_at<S: AsRef<str>>(env: &TestEnv, point: &str, args: &[S]) {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    let out = env
+        .cmd("packager")
+        .args(&args)
+        .env("BERTH_FAULT", point)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "`packager {}` was not killed at `{point}`: {}",
+        args.join(" "),
+        Run::from(out)
+    );
+}
+
+/// A `packager` command that stopped itself at a fault point
+/// (`BERTH_FAULT_STOP`), for a test to act at that exact moment. Killed if
+/// dropped before [`Paused::resume`].
+#[derive(Debug)]
+pub struct Paused {
+    child: Option<Child>,
+}
+
+/// Starts `packager ARGS...` with `BERTH_FAULT_STOP=point` and returns
+/// once it has stopped there; a command that ends without reaching the
+/// point fails the test.
+#[track_caller]
+pub fn paused_at<S: AsRef<str>>(env: &TestEnv, point: &str, args: &[S]) -> Paused {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    let child = env
+        .cmd("packager")
+        .args(&args)
+        .env("BERTH_FAULT_STOP", point)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("packager starts");
+    let stat = format!("/proc/{}/stat", child.id());
+    loop {
+        let text = fs::read_to_string(&stat).unwrap_or_default();
+        // The state is the field after the command name in parentheses.
+        let state = text
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
+        match state {
+            Some('T') => break,
+            Some('Z' | 'X') | None => {
+                let run = Run::from(child.wait_with_output().unwrap());
+                panic!(
+                    "`packager {}` ended before `{point}`: {run}",
+                    args.join(" ")
+                );
+            }
+            Some(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+        }
+    }
+    Paused { child: Some(child) }
+}
+
+impl Paused {
+    /// Lets the command go on (SIGCONT) and waits for it to end.
+    pub fn resume(mut self) -> Run {
+        let child = self.child.take().expect("resumed once");
+        let sent = Command::new("kill")
+            .args(["-CONT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -CONT {}", child.id());
+        Run::from(child.wait_with_output().unwrap())
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A channel index's content as the crash tests compare it: per
+/// `channel/package`, each release's `VERSION+BUILD sha256 yanked
+/// promoted_from` (not the times or the sequence).
+pub type Content = BTreeMap<String, Vec<String>>;
+
+/// The whole-repository checks every crash test makes after a kill: every
+/// blob hashes to its name (`sha256sum`), every index parses, names its
+/// channel and package and, in a signed repository, `minisign -V` verifies
+/// it with the signature next to it (an unsigned one has none), every
+/// entry's blob is there with the entry's size, and `packager list` and
+/// `show` work. Blobs already hashed (same inode, size and mtime) are not
+/// hashed again.
+#[derive(Debug)]
+pub struct RepoCheck {
+    pub repo: PathBuf,
+    /// The public key, in a signed repository.
+    pub public: Option<PathBuf>,
+    hashed: BTreeSet<(u64, u64, u64, i64, i64)>,
+}
+
+impl RepoCheck {
+    pub fn new(repo: PathBuf, public: Option<PathBuf>) -> RepoCheck {
+        RepoCheck {
+            repo,
+            public,
+            hashed: BTreeSet::new(),
+        }
+    }
+
+    /// Runs every check; the content of every index, or what is wrong.
+    pub fn check(&mut self, env: &TestEnv) -> Result<Content, String> {
+        self.check_blobs(env)?;
+        let content = self.check_indexes(env)?;
+        let listed = env.packager(["list", "--repo", self.repo.to_str().unwrap(), "--json"]);
+        if listed.code != 0 {
+            return Err(format!("`packager list` failed: {listed}"));
+        }
+        let rows = serde_json::from_str::<Value>(&listed.stdout)
+            .map_err(|e| format!("`packager list --json` is not JSON ({e}): {listed}"))?;
+        let entries: usize = content.values().map(Vec::len).sum();
+        if rows.as_array().map(Vec::len) != Some(entries) {
+            return Err(format!(
+                "`packager list` shows {rows} but the indexes hold {entries} entries"
+            ));
+        }
+        let packages: BTreeSet<&str> = content
+            .keys()
+            .filter_map(|k| k.split_once('/').map(|(_, p)| p))
+            .collect();
+        for package in packages {
+            let shown = env.packager([
+                "show",
+                package,
+                "--repo",
+                self.repo.to_str().unwrap(),
+                "--json",
+            ]);
+            if shown.code != 0 {
+                return Err(format!("`packager show {package}` failed: {shown}"));
+            }
+        }
+        Ok(content)
+    }
+
+    fn check_blobs(&mut self, env: &TestEnv) -> Result<(), String> {
+        let root = self.repo.join("blobs/sha256");
+        let mut unhashed = Vec::new();
+        for prefix in berth_tests::names(&root) {
+            if prefix.starts_with(".tmp-") {
+                continue;
+            }
+            let dir = root.join(&prefix);
+            if !dir.is_dir() || prefix.len() != 2 {
+                return Err(format!("`blobs/sha256/{prefix}` is not a blob directory"));
+            }
+            for name in berth_tests::names(&dir) {
+                if name.starts_with(".tmp-") {
+                    continue;
+                }
+                let sha = name
+                    .strip_suffix(".tar.zst")
+                    .filter(|s| s.len() == 64 && s.starts_with(prefix.as_str()))
+                    .ok_or_else(|| format!("`blobs/sha256/{prefix}/{name}` is not a blob name"))?;
+                let path = dir.join(&name);
+                let m = fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let id = (m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec());
+                if !self.hashed.contains(&id) {
+                    unhashed.push((sha.to_owned(), path, id));
+                }
+            }
+        }
+        if unhashed.is_empty() {
+            return Ok(());
+        }
+        let run = env.tool("sha256sum", unhashed.iter().map(|(_, p, _)| p.as_os_str()));
+        if run.code != 0 {
+            return Err(format!("sha256sum failed: {run}"));
+        }
+        for ((sha, path, id), line) in unhashed.into_iter().zip(run.stdout.lines()) {
+            let found = line.split_whitespace().next().unwrap_or_default();
+            if found != sha {
+                return Err(format!(
+                    "`{}` hashes to {found}, not to its name",
+                    path.display()
+                ));
+            }
+            self.hashed.insert(id);
+        }
+        Ok(())
+    }
+
+    fn check_indexes(&self, env: &TestEnv) -> Result<Content, String> {
+        let mut content = Content::new();
+        let channels = self.repo.join("channels");
+        for channel in berth_tests::names(&channels) {
+            if channel.starts_with('.') {
+                continue;
+            }
+            let dir = channels.join(&channel);
+            for file in berth_tests::names(&dir) {
+                let Some(package) = file.strip_suffix(".json") else {
+                    continue;
+                };
+                let path = dir.join(&file);
+                let text = fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+                let index: Value = serde_json::from_str(&text)
+                    .map_err(|e| format!("`{}` does not parse: {e}", path.display()))?;
+                if index["channel"] != channel.as_str() || index["package"] != package {
+                    return Err(format!("`{}` names another index", path.display()));
+                }
+                self.check_signature(env, &path)?;
+                let mut releases = Vec::new();
+                for r in index["releases"].as_array().into_iter().flatten() {
+                    let sha = r["sha256"].as_str().unwrap_or_default();
+                    let blob = blob_path(&self.repo, sha);
+                    let size = fs::metadata(&blob).map(|m| m.len()).map_err(|e| {
+                        format!(
+                            "{channel} {}+{} points at {}: {e}",
+                            r["version"].as_str().unwrap_or_default(),
+                            r["build"],
+                            blob.display()
+                        )
+                    })?;
+                    if Some(size) != r["size"].as_u64() {
+                        return Err(format!(
+                            "{} is {size} bytes, the index says {}",
+                            blob.display(),
+                            r["size"]
+                        ));
+                    }
+                    releases.push(format!(
+                        "{}+{} {sha} yanked:{} from:{}",
+                        r["version"].as_str().unwrap_or_default(),
+                        r["build"],
+                        r["yanked"],
+                        r["promoted_from"]
+                    ));
+                }
+                content.insert(format!("{channel}/{package}"), releases);
+            }
+        }
+        Ok(content)
+    }
+
+    fn check_signature(&self, env: &TestEnv, index: &Path) -> Result<(), String> {
+        let sig = PathBuf::from(format!("{}.minisig", index.display()));
+        match &self.public {
+            None if sig.exists() => Err(format!(
+                "`{}` exists in an unsigned repository",
+                sig.display()
+            )),
+            None => Ok(()),
+            Some(public) => {
+                let run = env.tool(
+                    "minisign",
+                    [
+                        OsStr::new("-V"),
+                        OsStr::new("-q"),
+                        OsStr::new("-p"),
+                        public.as_os_str(),
+                        OsStr::new("-m"),
+                        index.as_os_str(),
+                    ],
+                );
+                if run.code == 0 {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "minisign does not verify `{}` with its signature: {run}",
+                        index.display()
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Every `.tmp-` file and directory in the repository, relative to it
+/// and sorted, as gc reports them.
+pub fn temps(repo: &Path) -> Vec<String> {
+    let mut out: Vec<String> = temp_files(repo)
+        .iter()
+        .map(|p| p.strip_prefix(repo).unwrap().display().to_string())
+        .filter(|p| !p.split('/').rev().skip(1).any(|c| c.starts_with(".tmp-")))
+        .collect();
+    out.sort();
+    out
 }

@@ -9,11 +9,11 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use berth_tests::{Run, TestEnv, write};
+use berth_tests::{MINIMAL_PACKAGE_TOML, Run, TestEnv, write};
 use serde_json::Value;
 
 use crate::agent_support::{Node, assert_unchanged, rel};
-use crate::repo_support::{REPO, args, artifacts, assert_says, index, refused, run_all};
+use crate::repo_support::{REPO, args, artifacts, assert_says, index, killed_at, refused, run_all};
 
 /// `packager keygen --out PREFIX --unencrypted`: the key pair's paths.
 fn keygen(env: &TestEnv, prefix: &str) -> (PathBuf, PathBuf) {
@@ -431,6 +431,68 @@ fn twenty_signed_publishers_at_once_leave_a_verified_index() {
     assert_eq!(
         index(&env, "staging")["releases"].as_array().unwrap().len(),
         20
+    );
+}
+
+#[test]
+fn a_signed_publish_killed_at_any_point_leaves_an_index_its_signature_verifies() {
+    // The index and its signature are two files; they appear together, by
+    // one swap of the channel's directory, so a publisher killed anywhere
+    // leaves the old pair or the new pair, and the channel's other
+    // packages as they were.
+    let env = TestEnv::new();
+    let (_, public) = keygen(&env, "ci");
+    env.app(
+        "app-api",
+        &MINIMAL_PACKAGE_TOML.replace("name = \"webapp\"", "name = \"api\""),
+    );
+    let api = env
+        .packager(["build", "app-api", "--build", "1", "--out", "out", "--json"])
+        .ok()
+        .json();
+    publish_signed(&env, api["artifact"].as_str().unwrap(), "staging", "ci.key");
+    let arts = artifacts(&env, "1.0.0", 1..=5);
+    publish_signed(&env, &arts[0].path, "staging", "ci.key");
+    let points = [
+        ("index:written", false),
+        ("signature:written", false),
+        ("index:renamed", true),
+        ("index:cleaned", true),
+    ];
+    for (art, (point, done)) in arts[1..].iter().zip(points) {
+        let before = index(&env, "staging")["sequence"].as_u64().unwrap();
+        killed_at(
+            &env,
+            point,
+            &publish_args(&art.path, "staging", &["--sign-key", "ci.key"]),
+        );
+        let sequence = before + u64::from(done);
+        let comment = minisign_verifies(&env, "staging", &public);
+        assert!(
+            comment.contains(&format!("sequence:{sequence} ")),
+            "{point}: {comment}"
+        );
+        assert_eq!(index(&env, "staging")["sequence"], sequence, "{point}");
+        let api_index = env.join(REPO).join("channels/staging/api.json");
+        env.tool(
+            "minisign",
+            [
+                "-Vq",
+                "-p",
+                public.to_str().unwrap(),
+                "-m",
+                api_index.to_str().unwrap(),
+            ],
+        )
+        .ok();
+        // The next signed write is not refused as tampered with.
+        let r = publish_signed(&env, &art.path, "staging", "ci.key");
+        assert_eq!(r["changed"], !done, "{point}: {r}");
+        minisign_verifies(&env, "staging", &public);
+    }
+    assert_eq!(
+        index(&env, "staging")["releases"].as_array().unwrap().len(),
+        5
     );
 }
 

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use berth_core::archive;
 use berth_core::digest;
+use berth_core::fault;
 use berth_core::fsutil::{self, IoResultExt};
 use berth_core::manifest::Manifest;
 use berth_core::name::ReleaseId;
@@ -20,7 +21,6 @@ use berth_core::unpack;
 use berth_core::{Diagnose, Fault};
 
 use crate::error::Error;
-use crate::fault;
 use crate::fetch;
 use crate::node::Node;
 use crate::ops::recover;

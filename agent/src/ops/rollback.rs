@@ -325,7 +325,7 @@ pub fn rollback(
     // The mark recovery goes by: from here an interruption is finished.
     journal.step(txn::HEALTHY_STEP, || Ok(()))?;
     let (to_row, from_row) = (target_release.id, current.id);
-    crate::fault::point("commit:before");
+    berth_core::fault::point("commit:before");
     journal.store.write(|w| {
         w.set_release_state(to_row, ReleaseState::Healthy)?;
         w.set_current_release(to_row)?;
@@ -334,7 +334,7 @@ pub fn rollback(
         }
         w.finish_transaction(txn_id, TxnResult::Committed, None)
     })?;
-    crate::fault::point("commit:after");
+    berth_core::fault::point("commit:after");
     Ok(RollbackReport {
         txn: Some(txn_id.0),
         ..report

@@ -9,13 +9,13 @@ use std::io::Write;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
+use berth_core::fault;
 use berth_core::fsutil::{self, IoResultExt, PathError};
 use berth_core::manifest::Manifest;
 use berth_core::name::ReleaseId;
 use berth_core::unpack;
 
 use crate::error::Error;
-use crate::fault;
 use crate::hooks::{self, Ending, HookCommand, OutputSink};
 use crate::node::Node;
 use crate::store::{

@@ -28,7 +28,7 @@ pub use trust::{
     verify_index,
 };
 
-use crate::digest::is_sha256_hex;
+use crate::digest::{HashingReader, is_sha256_hex};
 use crate::fsutil::PathError;
 use crate::name::{self, InvalidName};
 use crate::sign::SignError;
@@ -118,6 +118,14 @@ pub enum RepoError {
         #[source]
         source: Box<SignError>,
     },
+    #[error(
+        "blob {sha256} was not stored in `{repo}`: the data read for it hashes to {found}, so it changed after it was hashed"
+    )]
+    ChangedWhileStored {
+        repo: String,
+        sha256: String,
+        found: String,
+    },
     #[error("cannot sign the index of `{package}` in channel `{channel}`: {source}")]
     Sign {
         channel: String,
@@ -162,6 +170,9 @@ impl Diagnose for RepoError {
                 "pass `--sign-key FILE` (or set BERTH_SIGN_KEY) with the channel's secret key; to stop signing it on purpose, delete its `.minisig` first".into(),
             ),
             RepoError::Sign { source, .. } => source.hint(),
+            RepoError::ChangedWhileStored { .. } => Some(
+                "the artifact was modified while it was being published (is a build writing the same file?); publish it again once it is complete".into(),
+            ),
             RepoError::UnsignedContent { channel, .. } => Some(format!(
                 "if its content is what you published (`packager list --channel {channel}`), adopt it on purpose: `packager resign --channel {channel} --sign-key KEY`"
             )),
@@ -211,8 +222,33 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn list(&self, prefix: &str) -> Result<Vec<String>, RepoError>;
     /// Holds off every other writer's [`Backend::update`] until dropped: gc
     /// sweeps blobs under it so no index can start referencing one it
-    /// deletes. Not to be held while calling `update` on the same backend.
+    /// deletes. Not to be held while calling `update` or
+    /// `sweep_abandoned` on the same backend.
     fn lock(&self) -> Result<Box<dyn Send>, RepoError>;
+    /// Removes what writers that died left of writes they never finished
+    /// (on a directory, a killed publisher's temp files; on object
+    /// storage, its multipart uploads never completed), and never a write
+    /// a live writer is still making; reports both. With `dry_run`,
+    /// removes nothing.
+    fn sweep_abandoned(&self, dry_run: bool) -> Result<Sweep, RepoError>;
+}
+
+/// A write that was begun and never finished, and whose writer is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Abandoned {
+    /// Where it is, from the repository's root (a `.tmp-` name).
+    pub key: String,
+    /// The bytes its removal frees.
+    pub size: u64,
+}
+
+/// What [`Backend::sweep_abandoned`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// Removed (or, in a dry run, to be removed).
+    pub abandoned: Vec<Abandoned>,
+    /// Writes in progress, left alone.
+    pub in_progress: Vec<String>,
 }
 
 /// An index's bytes as stored, and its signature's, if it has one.
@@ -589,11 +625,26 @@ impl Repository {
         Ok(self.backend.size(&blob_key(sha256))?.is_some())
     }
 
-    /// Stores a blob unless it is there; `data` must hash to `sha256` (the
-    /// caller checked). Returns whether it was written.
+    /// Stores a blob unless it is there. `data` is hashed as it is stored,
+    /// and a blob whose bytes do not hash to `sha256` (a file that changed
+    /// since the caller hashed it) is not stored
+    /// ([`RepoError::ChangedWhileStored`]). Returns whether it was written.
     pub fn put_blob(&self, sha256: &str, data: &mut dyn Read) -> Result<bool, RepoError> {
         assert!(is_sha256_hex(sha256), "blob keys are sha256 digests");
-        self.backend.put_new(&blob_key(sha256), data)
+        let mut checked = CheckedReader {
+            inner: HashingReader::new(data),
+            expected: sha256,
+            found: None,
+        };
+        let result = self.backend.put_new(&blob_key(sha256), &mut checked);
+        match checked.found {
+            Some(found) => Err(RepoError::ChangedWhileStored {
+                repo: self.location(),
+                sha256: sha256.to_owned(),
+                found,
+            }),
+            None => result,
+        }
     }
 
     /// A stream of the blob of `sha256`.
@@ -613,6 +664,33 @@ impl Repository {
                 (is_sha256_hex(sha) && blob_key(sha) == *k).then(|| sha.to_owned())
             })
             .collect())
+    }
+}
+
+/// A reader that hashes what passes and fails at the end of the data when
+/// it does not hash to `expected`, so a writer stops before the data
+/// becomes an object.
+struct CheckedReader<'a, R> {
+    inner: HashingReader<R>,
+    expected: &'a str,
+    /// The digest found, when it was not the expected one.
+    found: Option<String>,
+}
+
+impl<R: Read> Read for CheckedReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            let digest = self.inner.digest();
+            if digest != self.expected {
+                self.found = Some(digest);
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the data does not hash to the blob's name",
+                ));
+            }
+        }
+        Ok(n)
     }
 }
 

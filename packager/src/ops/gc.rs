@@ -1,12 +1,15 @@
 //! `packager gc`: applies each channel's retention (`--keep N`, or `keep` in
 //! repo.toml) to its indexes, then deletes the blobs that no index
-//! references any more. The sweep runs under the repository lock, so a
-//! blob an index starts referencing meanwhile is never deleted.
+//! references any more, and what killed writers left of unfinished writes.
+//! The sweep runs under the repository lock, so a blob an index starts
+//! referencing meanwhile is never deleted; a write in progress is never
+//! taken for an abandoned one.
 
 use std::collections::HashSet;
 
+use berth_core::fault;
 use berth_core::name;
-use berth_core::repo::{ChannelIndex, blob_key};
+use berth_core::repo::{Abandoned, ChannelIndex, blob_key};
 
 use crate::Error;
 use crate::ops::sign::SignOptions;
@@ -28,12 +31,22 @@ pub struct GcReport {
     /// (sha256, size) of deleted blobs.
     pub deleted: Vec<(String, u64)>,
     pub kept_blobs: usize,
+    /// Unfinished writes of writers that are gone, removed.
+    pub abandoned: Vec<Abandoned>,
+    /// Writes in progress that were left alone.
+    pub in_progress: Vec<String>,
     pub dry_run: bool,
 }
 
 impl GcReport {
+    /// Bytes of deleted blobs.
     pub fn bytes_freed(&self) -> u64 {
         self.deleted.iter().map(|d| d.1).sum()
+    }
+
+    /// Bytes of removed abandoned writes.
+    pub fn abandoned_bytes(&self) -> u64 {
+        self.abandoned.iter().map(|a| a.size).sum()
     }
 }
 
@@ -100,30 +113,37 @@ pub fn gc(opts: &GcOptions) -> Result<GcReport, Error> {
         }
     }
 
-    let _lock = repo.backend().lock()?;
-    let mut referenced = HashSet::new();
-    for (channel, package) in repo.indexes()? {
-        if let Some(index) = repo.index(&channel, &package)? {
-            for r in index.releases {
-                let key = (channel.clone(), package.clone(), r.version.clone(), r.build);
-                if !dropped_refs.contains(&key) {
-                    referenced.insert(r.sha256);
+    {
+        let _lock = repo.backend().lock()?;
+        let mut referenced = HashSet::new();
+        for (channel, package) in repo.indexes()? {
+            if let Some(index) = repo.index(&channel, &package)? {
+                for r in index.releases {
+                    let key = (channel.clone(), package.clone(), r.version.clone(), r.build);
+                    if !dropped_refs.contains(&key) {
+                        referenced.insert(r.sha256);
+                    }
                 }
             }
         }
-    }
-    for sha in repo.blobs()? {
-        if referenced.contains(&sha) {
-            report.kept_blobs += 1;
-            continue;
+        fault::point("gc:sweep");
+        for sha in repo.blobs()? {
+            if referenced.contains(&sha) {
+                report.kept_blobs += 1;
+                continue;
+            }
+            let key = blob_key(&sha);
+            let size = repo.backend().size(&key)?.unwrap_or(0);
+            if !opts.dry_run {
+                repo.backend().delete(&key)?;
+                fault::point("blob:deleted");
+            }
+            report.deleted.push((sha, size));
         }
-        let key = blob_key(&sha);
-        let size = repo.backend().size(&key)?.unwrap_or(0);
-        if !opts.dry_run {
-            repo.backend().delete(&key)?;
-        }
-        report.deleted.push((sha, size));
     }
+    let sweep = repo.backend().sweep_abandoned(opts.dry_run)?;
+    report.abandoned = sweep.abandoned;
+    report.in_progress = sweep.in_progress;
     Ok(report)
 }
 
