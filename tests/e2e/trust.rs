@@ -13,7 +13,9 @@ use berth_tests::{MINIMAL_PACKAGE_TOML, Run, TestEnv, write};
 use serde_json::Value;
 
 use crate::agent_support::{Node, assert_unchanged, rel};
-use crate::repo_support::{REPO, args, artifacts, assert_says, index, killed_at, refused, run_all};
+use crate::repo_support::{
+    REPO, args, artifacts, assert_says, index, killed_at, paused_at, refused, run_all,
+};
 
 /// `packager keygen --out PREFIX --unencrypted`: the key pair's paths.
 fn keygen(env: &TestEnv, prefix: &str) -> (PathBuf, PathBuf) {
@@ -493,6 +495,47 @@ fn a_signed_publish_killed_at_any_point_leaves_an_index_its_signature_verifies()
     assert_eq!(
         index(&env, "staging")["releases"].as_array().unwrap().len(),
         5
+    );
+}
+
+#[test]
+fn a_listing_that_read_a_channel_directory_swapped_meanwhile_is_taken_again() {
+    // `packager list` reads the repository without its lock; it stops
+    // having opened `channels/staging` and not read it yet, a signed
+    // publish swaps that directory and removes the one it had opened,
+    // and the listing must still show every package.
+    let env = TestEnv::new();
+    keygen(&env, "ci");
+    env.app(
+        "app-api",
+        &MINIMAL_PACKAGE_TOML.replace("name = \"webapp\"", "name = \"api\""),
+    );
+    let api = env
+        .packager(["build", "app-api", "--build", "1", "--out", "out", "--json"])
+        .ok()
+        .json();
+    publish_signed(&env, api["artifact"].as_str().unwrap(), "staging", "ci.key");
+    let arts = artifacts(&env, "1.0.0", 1..=2);
+    publish_signed(&env, &arts[0].path, "staging", "ci.key");
+    let lister = paused_at(&env, "list:dir", &["list", "--repo", REPO, "--json"]);
+    publish_signed(&env, &arts[1].path, "staging", "ci.key");
+    let listed: Value = serde_json::from_str(&lister.resume().ok().stdout).unwrap();
+    let releases: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}+{}",
+                e["package"].as_str().unwrap(),
+                e["version"].as_str().unwrap(),
+                e["build"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        releases,
+        ["api 1.4.2+1", "webapp 1.0.0+1", "webapp 1.0.0+2"]
     );
 }
 
