@@ -925,9 +925,9 @@ fn without_trusted_keys_the_agent_warns_once_per_run() {
 
 #[test]
 fn agents_reading_while_signed_publishers_write_never_see_a_mismatch() {
-    // A publisher writes the signature right after the index; an agent
-    // that reads between the two reads again instead of calling it
-    // tampering.
+    // A publisher swaps a new index and signature in; an agent that read
+    // the index before the swap and the signature after reads again
+    // instead of calling it tampering.
     let node = signed_node();
     node.publish(&rel("1.0.0", 1));
     let builds: Vec<u64> = (2..=13).collect();
