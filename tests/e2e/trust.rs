@@ -499,6 +499,43 @@ fn a_signed_publish_killed_at_any_point_leaves_an_index_its_signature_verifies()
 }
 
 #[test]
+fn a_signed_write_into_a_channel_directory_holding_a_directory_is_refused() {
+    // A signed write rebuilds the channel's directory from hard links; a
+    // directory someone put in it cannot be linked, and is not dropped.
+    let env = TestEnv::new();
+    keygen(&env, "ci");
+    let art = artifacts(&env, "1.0.0", [1]).remove(0);
+    publish_signed(&env, &art.path, "staging", "ci.key");
+    write(
+        &env.join(REPO).join("channels/staging/notes/todo.txt"),
+        "x\n",
+    );
+    let release = art.release();
+    let run = refused(
+        &env,
+        &[
+            "yank",
+            &release,
+            "--channel",
+            "staging",
+            "--repo",
+            REPO,
+            "--sign-key",
+            "ci.key",
+        ],
+        2,
+    );
+    assert_says(
+        &run,
+        "stderr",
+        &[
+            "`channels/staging/notes` in `repo` is a directory inside a channel's directory",
+            "move `channels/staging/notes` out of the repository",
+        ],
+    );
+}
+
+#[test]
 fn a_listing_that_read_a_channel_directory_swapped_meanwhile_is_taken_again() {
     // `packager list` reads the repository without its lock; it stops
     // having opened `channels/staging` and not read it yet, a signed

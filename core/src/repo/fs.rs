@@ -105,6 +105,28 @@ impl FsBackend {
             return self.write_in_turn(key, write);
         }
         fsutil::create_dir_all_synced(&dir)?;
+        // What stays: every entry but the files written and dead writers'
+        // temp files (written under the repository lock, which this writer
+        // holds). A directory cannot be linked: refused before anything is
+        // made.
+        let mut stay = Vec::new();
+        for entry in fs::read_dir(&dir).at("cannot list", &dir)? {
+            let entry = entry.at("cannot list", &dir)?;
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with(TEMP_PREFIX)
+                || files.iter().any(|(f, _)| **f == *name)
+            {
+                continue;
+            }
+            let from = entry.path();
+            if entry.file_type().at("cannot stat", &from)?.is_dir() {
+                return Err(RepoError::StrayDirectory {
+                    repo: self.location(),
+                    key: self.key_of(&from),
+                });
+            }
+            stay.push((from, name));
+        }
         let parent = fsutil::parent_dir(&dir);
         let mode = fs::metadata(&dir).at("cannot stat", &dir)?.permissions();
         // Removed on any failure before the swap; after it, it names the
@@ -115,27 +137,7 @@ impl FsBackend {
             .tempdir_in(parent)
             .at("cannot create a temp directory in", parent)?;
         fs::set_permissions(new.path(), mode).at("cannot set the mode of", new.path())?;
-        for entry in fs::read_dir(&dir).at("cannot list", &dir)? {
-            let entry = entry.at("cannot list", &dir)?;
-            let name = entry.file_name();
-            let text = name.to_string_lossy();
-            // Temp files here were written under the repository lock,
-            // which this writer holds: their writers are dead.
-            if text.starts_with(TEMP_PREFIX) || files.iter().any(|(f, _)| **f == *name) {
-                continue;
-            }
-            let from = entry.path();
-            if entry.file_type().at("cannot stat", &from)?.is_dir() {
-                return Err(RepoError::Invalid {
-                    repo: self.location(),
-                    key: from
-                        .strip_prefix(&self.root)
-                        .unwrap_or(&from)
-                        .display()
-                        .to_string(),
-                    reason: "a directory inside a channel directory is not part of a repository, and an update of the channel would not keep it".into(),
-                });
-            }
+        for (from, name) in stay {
             fs::hard_link(&from, new.path().join(&name)).at("cannot link", &from)?;
         }
         for (i, (name, data)) in files.iter().enumerate() {

@@ -119,6 +119,10 @@ pub enum RepoError {
         source: Box<SignError>,
     },
     #[error(
+        "`{key}` in `{repo}` is a directory inside a channel's directory: it is not part of a repository, and a signed write, which rebuilds the channel's directory, cannot keep it"
+    )]
+    StrayDirectory { repo: String, key: String },
+    #[error(
         "blob {sha256} was not stored in `{repo}`: the data read for it hashes to {found}, so it changed after it was hashed"
     )]
     ChangedWhileStored {
@@ -170,6 +174,9 @@ impl Diagnose for RepoError {
                 "pass `--sign-key FILE` (or set BERTH_SIGN_KEY) with the channel's secret key; to stop signing it on purpose, delete its `.minisig` first".into(),
             ),
             RepoError::Sign { source, .. } => source.hint(),
+            RepoError::StrayDirectory { key, .. } => Some(format!(
+                "move `{key}` out of the repository, then run the command again; nothing was written"
+            )),
             RepoError::ChangedWhileStored { .. } => Some(
                 "the artifact was modified while it was being published (is a build writing the same file?); publish it again once it is complete".into(),
             ),
