@@ -6,11 +6,13 @@
 //! keys the repository is unauthenticated, and the agent says so once per
 //! run.
 //!
-//! Reading an index and its signature is two reads; a publisher writes the
-//! signature right after the index, so a reader that runs between the two
-//! sees a signature of the previous index. A signature that does not match
-//! is therefore read again (a few times, briefly) while either file is
-//! changing; one that does not match bytes that stay put is refused.
+//! Reading an index and its signature is two reads; a publisher that
+//! writes both between them (it swaps them in together, or on some file
+//! systems writes the signature right after the index) leaves the reader
+//! an index of one write and a signature of another. A signature that
+//! does not match is therefore read again (a few times, briefly) while
+//! either file is changing; one that does not match bytes that stay put is
+//! refused.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

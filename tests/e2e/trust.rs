@@ -13,7 +13,9 @@ use berth_tests::{MINIMAL_PACKAGE_TOML, Run, TestEnv, write};
 use serde_json::Value;
 
 use crate::agent_support::{Node, assert_unchanged, rel};
-use crate::repo_support::{REPO, args, artifacts, assert_says, index, killed_at, refused, run_all};
+use crate::repo_support::{
+    REPO, args, artifacts, assert_says, index, killed_at, paused_at, refused, run_all,
+};
 
 /// `packager keygen --out PREFIX --unencrypted`: the key pair's paths.
 fn keygen(env: &TestEnv, prefix: &str) -> (PathBuf, PathBuf) {
@@ -496,6 +498,84 @@ fn a_signed_publish_killed_at_any_point_leaves_an_index_its_signature_verifies()
     );
 }
 
+#[test]
+fn a_signed_write_into_a_channel_directory_holding_a_directory_is_refused() {
+    // A signed write rebuilds the channel's directory from hard links; a
+    // directory someone put in it cannot be linked, and is not dropped.
+    let env = TestEnv::new();
+    keygen(&env, "ci");
+    let art = artifacts(&env, "1.0.0", [1]).remove(0);
+    publish_signed(&env, &art.path, "staging", "ci.key");
+    write(
+        &env.join(REPO).join("channels/staging/notes/todo.txt"),
+        "x\n",
+    );
+    let release = art.release();
+    let run = refused(
+        &env,
+        &[
+            "yank",
+            &release,
+            "--channel",
+            "staging",
+            "--repo",
+            REPO,
+            "--sign-key",
+            "ci.key",
+        ],
+        2,
+    );
+    assert_says(
+        &run,
+        "stderr",
+        &[
+            "`channels/staging/notes` in `repo` is a directory inside a channel's directory",
+            "move `channels/staging/notes` out of the repository",
+        ],
+    );
+}
+
+#[test]
+fn a_listing_that_read_a_channel_directory_swapped_meanwhile_is_taken_again() {
+    // `packager list` reads the repository without its lock; it stops
+    // having opened `channels/staging` and not read it yet, a signed
+    // publish swaps that directory and removes the one it had opened,
+    // and the listing must still show every package.
+    let env = TestEnv::new();
+    keygen(&env, "ci");
+    env.app(
+        "app-api",
+        &MINIMAL_PACKAGE_TOML.replace("name = \"webapp\"", "name = \"api\""),
+    );
+    let api = env
+        .packager(["build", "app-api", "--build", "1", "--out", "out", "--json"])
+        .ok()
+        .json();
+    publish_signed(&env, api["artifact"].as_str().unwrap(), "staging", "ci.key");
+    let arts = artifacts(&env, "1.0.0", 1..=2);
+    publish_signed(&env, &arts[0].path, "staging", "ci.key");
+    let lister = paused_at(&env, "list:dir", &["list", "--repo", REPO, "--json"]);
+    publish_signed(&env, &arts[1].path, "staging", "ci.key");
+    let listed: Value = serde_json::from_str(&lister.resume().ok().stdout).unwrap();
+    let releases: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}+{}",
+                e["package"].as_str().unwrap(),
+                e["version"].as_str().unwrap(),
+                e["build"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        releases,
+        ["api 1.4.2+1", "webapp 1.0.0+1", "webapp 1.0.0+2"]
+    );
+}
+
 // ---- the agent ----
 
 /// A node whose repository's staging channel is signed with `ci.key`, and
@@ -882,9 +962,9 @@ fn without_trusted_keys_the_agent_warns_once_per_run() {
 
 #[test]
 fn agents_reading_while_signed_publishers_write_never_see_a_mismatch() {
-    // A publisher writes the signature right after the index; an agent
-    // that reads between the two reads again instead of calling it
-    // tampering.
+    // A publisher swaps a new index and signature in; an agent that read
+    // the index before the swap and the signature after reads again
+    // instead of calling it tampering.
     let node = signed_node();
     node.publish(&rel("1.0.0", 1));
     let builds: Vec<u64> = (2..=13).collect();

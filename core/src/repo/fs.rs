@@ -105,6 +105,28 @@ impl FsBackend {
             return self.write_in_turn(key, write);
         }
         fsutil::create_dir_all_synced(&dir)?;
+        // What stays: every entry but the files written and dead writers'
+        // temp files (written under the repository lock, which this writer
+        // holds). A directory cannot be linked: refused before anything is
+        // made.
+        let mut stay = Vec::new();
+        for entry in fs::read_dir(&dir).at("cannot list", &dir)? {
+            let entry = entry.at("cannot list", &dir)?;
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with(TEMP_PREFIX)
+                || files.iter().any(|(f, _)| **f == *name)
+            {
+                continue;
+            }
+            let from = entry.path();
+            if entry.file_type().at("cannot stat", &from)?.is_dir() {
+                return Err(RepoError::StrayDirectory {
+                    repo: self.location(),
+                    key: self.key_of(&from),
+                });
+            }
+            stay.push((from, name));
+        }
         let parent = fsutil::parent_dir(&dir);
         let mode = fs::metadata(&dir).at("cannot stat", &dir)?.permissions();
         // Removed on any failure before the swap; after it, it names the
@@ -115,27 +137,7 @@ impl FsBackend {
             .tempdir_in(parent)
             .at("cannot create a temp directory in", parent)?;
         fs::set_permissions(new.path(), mode).at("cannot set the mode of", new.path())?;
-        for entry in fs::read_dir(&dir).at("cannot list", &dir)? {
-            let entry = entry.at("cannot list", &dir)?;
-            let name = entry.file_name();
-            let text = name.to_string_lossy();
-            // Temp files here were written under the repository lock,
-            // which this writer holds: their writers are dead.
-            if text.starts_with(TEMP_PREFIX) || files.iter().any(|(f, _)| **f == *name) {
-                continue;
-            }
-            let from = entry.path();
-            if entry.file_type().at("cannot stat", &from)?.is_dir() {
-                return Err(RepoError::Invalid {
-                    repo: self.location(),
-                    key: from
-                        .strip_prefix(&self.root)
-                        .unwrap_or(&from)
-                        .display()
-                        .to_string(),
-                    reason: "a directory inside a channel directory is not part of a repository, and an update of the channel would not keep it".into(),
-                });
-            }
+        for (from, name) in stay {
             fs::hard_link(&from, new.path().join(&name)).at("cannot link", &from)?;
         }
         for (i, (name, data)) in files.iter().enumerate() {
@@ -210,12 +212,66 @@ impl FsBackend {
         Ok(out)
     }
 
+    /// Every file key under `base` (dot-names skipped), and the identity
+    /// of every directory read, as it was when the walk came to it.
+    fn list_once(&self, base: &Path) -> Result<(Vec<String>, DirIds), RepoError> {
+        let mut keys = Vec::new();
+        let mut dirs = Vec::new();
+        // Dot-names are writers' temp files and directories, not content.
+        // Unsorted, so that each directory is read as the walk goes: a
+        // sorted walk reads a directory whole when it opens it.
+        let walk = walkdir::WalkDir::new(base)
+            .into_iter()
+            .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+        for entry in walk {
+            let entry = entry.map_err(|e| {
+                let path = e.path().unwrap_or(base).to_owned();
+                RepoError::Io(PathError::new("cannot list", &path, e.into()))
+            })?;
+            if entry.file_type().is_dir() {
+                if let Some(id) = dir_id(entry.path()) {
+                    dirs.push((entry.path().to_owned(), id));
+                }
+                if entry.depth() > 0 {
+                    // The directory is open and not read yet.
+                    fault::point("list:dir");
+                }
+                continue;
+            }
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            if let Ok(rel) = entry.path().strip_prefix(&self.root)
+                && let Some(rel) = rel.to_str()
+            {
+                keys.push(rel.to_owned());
+            }
+        }
+        keys.sort();
+        Ok((keys, dirs))
+    }
+
     fn key_of(&self, path: &Path) -> String {
         path.strip_prefix(&self.root)
             .unwrap_or(path)
             .display()
             .to_string()
     }
+}
+
+/// How many times a listing is taken while directories are swapped under
+/// it, before the last one is returned as it is.
+const LIST_ATTEMPTS: usize = 10;
+
+/// Directories and their identities (device, inode).
+type DirIds = Vec<(PathBuf, (u64, u64))>;
+
+/// A directory's identity (device, inode), or `None` if `path` names none.
+fn dir_id(path: &Path) -> Option<(u64, u64)> {
+    fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// The last component of a key.
@@ -338,7 +394,7 @@ impl Backend for FsBackend {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(PathError::new("cannot write", tmp.path(), e).into()),
+                Err(e) => return Err(PathError::new("cannot read the data for", &dest, e).into()),
             };
             tmp.write_all(&buf[..n]).at("cannot write", tmp.path())?;
             if first {
@@ -392,27 +448,16 @@ impl Backend for FsBackend {
         if !base.exists() {
             return Ok(Vec::new());
         }
-        let mut keys = Vec::new();
-        // Dot-names are writers' temp files and directories, not content.
-        let walk = walkdir::WalkDir::new(&base)
-            .sort_by_file_name()
-            .into_iter()
-            .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
-        for entry in walk {
-            let entry = entry.map_err(|e| {
-                let path = e.path().unwrap_or(&base).to_owned();
-                RepoError::Io(PathError::new("cannot list", &path, e.into()))
-            })?;
-            if !entry.file_type().is_file() {
-                continue;
-            }
-            if let Ok(rel) = entry.path().strip_prefix(&self.root)
-                && let Some(rel) = rel.to_str()
-            {
-                keys.push(rel.to_owned());
+        // A signed write swaps a channel's directory while readers list
+        // without the lock: a listing that read a directory which has been
+        // swapped since is taken again.
+        for _ in 1..LIST_ATTEMPTS {
+            let (keys, dirs) = self.list_once(&base)?;
+            if dirs.iter().all(|(path, id)| dir_id(path) == Some(*id)) {
+                return Ok(keys);
             }
         }
-        Ok(keys)
+        Ok(self.list_once(&base)?.0)
     }
 
     fn lock(&self) -> Result<Box<dyn Send>, RepoError> {

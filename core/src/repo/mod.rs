@@ -119,6 +119,10 @@ pub enum RepoError {
         source: Box<SignError>,
     },
     #[error(
+        "`{key}` in `{repo}` is a directory inside a channel's directory: it is not part of a repository, and a signed write, which rebuilds the channel's directory, cannot keep it"
+    )]
+    StrayDirectory { repo: String, key: String },
+    #[error(
         "blob {sha256} was not stored in `{repo}`: the data read for it hashes to {found}, so it changed after it was hashed"
     )]
     ChangedWhileStored {
@@ -170,6 +174,9 @@ impl Diagnose for RepoError {
                 "pass `--sign-key FILE` (or set BERTH_SIGN_KEY) with the channel's secret key; to stop signing it on purpose, delete its `.minisig` first".into(),
             ),
             RepoError::Sign { source, .. } => source.hint(),
+            RepoError::StrayDirectory { key, .. } => Some(format!(
+                "move `{key}` out of the repository, then run the command again; nothing was written"
+            )),
             RepoError::ChangedWhileStored { .. } => Some(
                 "the artifact was modified while it was being published (is a build writing the same file?); publish it again once it is complete".into(),
             ),
@@ -184,9 +191,9 @@ impl Diagnose for RepoError {
     }
 }
 
-/// What [`Backend::update`] writes: the object's new content, then other
-/// small objects that go with it (an index's signature), in order, while
-/// the update still excludes every other writer.
+/// What [`Backend::update`] writes: the object's new content, and other
+/// small objects that go with it (an index's signature), while the update
+/// still excludes every other writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Write {
     pub data: Vec<u8>,
@@ -213,8 +220,10 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Compare-and-swap of a small object: `f` sees the current content and
     /// returns the new one (`None` leaves it as it is). The write happens only
     /// if nobody else wrote in between; `f` may be called again to retry.
-    /// The objects of [`Write::then`] are written after it, before any other
-    /// writer's update of the same key. Returns whether it wrote.
+    /// The objects of [`Write::then`] are written with it, before any other
+    /// writer's update of the same key: where the backend can, they appear
+    /// together (a local directory swaps the directory that holds them),
+    /// else after it. Returns whether it wrote.
     fn update(&self, key: &str, f: &mut UpdateFn<'_>) -> Result<bool, RepoError>;
     /// Deletes an object; a missing one is not an error.
     fn delete(&self, key: &str) -> Result<(), RepoError>;
@@ -376,9 +385,9 @@ impl Repository {
     }
 
     /// A channel's index of a package as stored, with its signature if it
-    /// has one: the bytes to verify. Read index first; a writer writes the
-    /// signature after the index, so a reader that races it may get a
-    /// signature of the previous index (and should read again).
+    /// has one: the bytes to verify. They are two reads: a reader that
+    /// races a writer may get the index of one write and the signature of
+    /// another (and should read again).
     pub fn index_bytes(
         &self,
         channel: &str,
