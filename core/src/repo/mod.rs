@@ -177,6 +177,9 @@ impl Diagnose for RepoError {
             RepoError::StrayDirectory { key, .. } => Some(format!(
                 "move `{key}` out of the repository, then run the command again; nothing was written"
             )),
+            RepoError::Vanished { .. } => Some(
+                "a `packager gc` removed it while this command ran; nothing was left half done: run the command again (or once no gc is running)".into(),
+            ),
             RepoError::ChangedWhileStored { .. } => Some(
                 "the artifact was modified while it was being published (is a build writing the same file?); publish it again once it is complete".into(),
             ),

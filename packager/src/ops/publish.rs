@@ -72,8 +72,9 @@ pub fn publish(opts: &PublishOptions, progress: &dyn Progress) -> Result<Publish
     repo.check_signing(&opts.channel, &release.name)?;
 
     let mut blob_written = false;
-    // A blob can vanish between upload and index update only if a gc ran in
-    // between; upload again then. Twice is plenty for that race.
+    // A blob can vanish between upload and index update only if a gc ran
+    // in between (each vanishing is one more gc run that finished): upload
+    // again then, up to UPLOAD_ATTEMPTS times.
     for attempt in 0.. {
         blob_written |= upload(
             &repo,
@@ -130,12 +131,19 @@ pub fn publish(opts: &PublishOptions, progress: &dyn Progress) -> Result<Publish
                         .map(|k| k.to_string()),
                 });
             }
-            Err(Error::Repo(RepoError::Vanished { .. })) if attempt < 2 => continue,
+            Err(Error::Repo(RepoError::Vanished { .. })) if attempt + 1 < UPLOAD_ATTEMPTS => {
+                continue;
+            }
             Err(e) => return Err(e),
         }
     }
     unreachable!("the loop returns")
 }
+
+/// How many times a publish uploads a blob that concurrent gc runs keep
+/// removing before its index update, before it gives up (exit 1, nothing
+/// changed). Three gc runs racing one publish were seen in the tests.
+const UPLOAD_ATTEMPTS: u32 = 10;
 
 fn upload(
     repo: &Repository,
