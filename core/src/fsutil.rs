@@ -65,6 +65,28 @@ pub fn temp_file_in(dir: &Path) -> Result<tempfile::NamedTempFile, PathError> {
     }
 }
 
+/// Removes the file (or symlink) at `path` and syncs its directory;
+/// nothing there is not an error. Returns whether there was one.
+pub fn remove_file_synced(path: &Path) -> Result<bool, PathError> {
+    match fs::remove_file(path) {
+        Ok(()) => {
+            sync_dir(parent_dir(path))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(PathError::new("cannot remove", path, e)),
+    }
+}
+
+/// Removes the directory tree at `path`; nothing there is not an error.
+pub fn remove_dir_all_if_exists(path: &Path) -> Result<(), PathError> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(PathError::new("cannot remove", path, e)),
+    }
+}
+
 /// The name every temp file and directory of a writer starts with.
 pub const TEMP_PREFIX: &str = ".tmp-";
 

@@ -81,6 +81,11 @@ fn a_missing_state_database_is_refused_then_rebuilt_from_the_disk() {
     let before = snapshot_summary(&node);
     assert_eq!(before.len(), 2, "{before:?}");
     let highest_txn = node.sql("SELECT max(id) FROM transactions");
+    let digest_of_v3 = node.sql("SELECT sha256 FROM releases WHERE version = '1.2.0'");
+    // A release dir made before stamps held the digest (nor has a
+    // snapshot of it been taken): matched to its cached artifact by
+    // manifest.
+    fs::write(node.release_dir("1.2.0+3").join(".unpacked"), "").unwrap();
     // A floor the node accepted, kept beside the database.
     berth_tests::write(
         &node.path("/var/lib/berth/channel-sequences.toml"),
@@ -130,6 +135,10 @@ fn a_missing_state_database_is_refused_then_rebuilt_from_the_disk() {
     assert_eq!(r["skipped"], serde_json::json!([]));
     assert_eq!(r["moved_aside"], serde_json::json!([]));
     node.assert_current("1.2.0+3");
+    assert_eq!(
+        node.sql("SELECT sha256 FROM releases WHERE version = '1.2.0'"),
+        digest_of_v3
+    );
     assert_eq!(snapshot_summary(&node), before);
     assert_eq!(
         node.sql("SELECT sequence FROM channel_sequences WHERE channel = 'staging'"),

@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use crate::repo_support::{
     Artifact, REPO, RepoCheck, args, artifact, artifacts, assert_says, blob_path, blobs, digests,
-    index, index_releases, list, ok_json, paused_at, published, run_all, same_release_twice,
-    set_repo_toml, temp_files,
+    index, index_releases, list, ok_json, paused_at, promote_args, published, run_all,
+    same_release_twice, set_repo_toml, temp_files,
 };
 
 fn publish_args(art: &Artifact, repo: &str) -> Vec<String> {
@@ -210,17 +210,7 @@ fn gc_racing_publishers_yanks_and_promotes_never_leaves_an_entry_without_its_blo
             let release = format!("webapp@{vb}");
             commands.insert(
                 2 * i + 1,
-                args(&[
-                    "promote",
-                    &release,
-                    "--from",
-                    "staging",
-                    "--to",
-                    "production",
-                    "--repo",
-                    REPO,
-                    "--json",
-                ]),
+                promote_args(&release, &["--repo", REPO, "--json"]),
             );
         }
         for (i, vb) in staged.iter().take(2).enumerate() {
@@ -359,16 +349,7 @@ fn a_promote_whose_release_gc_drops_meanwhile_is_refused_and_references_nothing(
     let promote = paused_at(
         &env,
         "index:lock",
-        &[
-            "promote",
-            &arts[0].release(),
-            "--from",
-            "staging",
-            "--to",
-            "production",
-            "--repo",
-            REPO,
-        ],
+        &promote_args(&arts[0].release(), &["--repo", REPO]),
     );
     let report = ok_json(&env, &["gc", "--repo", REPO, "--keep", "1"]);
     assert_eq!(
@@ -411,16 +392,7 @@ fn promotes_and_yanks_racing_gc_never_reference_a_deleted_blob() {
                 if i % 4 == 3 {
                     args(&["yank", &release, "--channel", "staging", "--repo", REPO])
                 } else {
-                    args(&[
-                        "promote",
-                        &release,
-                        "--from",
-                        "staging",
-                        "--to",
-                        "production",
-                        "--repo",
-                        REPO,
-                    ])
+                    promote_args(&release, &["--repo", REPO])
                 }
             })
             .collect();

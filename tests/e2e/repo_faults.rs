@@ -14,7 +14,8 @@ use std::collections::BTreeSet;
 use berth_tests::{Run, TestEnv};
 
 use crate::repo_support::{
-    Artifact, Content, REPO, RepoCheck, app, args, build_into, killed_at, ok_json, temps,
+    Artifact, Content, REPO, RepoCheck, app, args, build_into, killed_at, ok_json, promote_args,
+    temps,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,14 +155,7 @@ impl World {
             Op::Publish => Self::publish_args(&self.fresh()),
             Op::Promote => {
                 let art = self.published();
-                args(&[
-                    "promote",
-                    &art.release(),
-                    "--from",
-                    "staging",
-                    "--to",
-                    "production",
-                ])
+                promote_args(&art.release(), &[])
             }
             Op::Yank => {
                 let art = self.published();

@@ -331,6 +331,20 @@ pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// `promote RELEASE --from staging --to production EXTRA...`.
+pub fn promote_args(release: &str, extra: &[&str]) -> Vec<String> {
+    let mut all = args(&[
+        "promote",
+        release,
+        "--from",
+        "staging",
+        "--to",
+        "production",
+    ]);
+    all.extend(args(extra));
+    all
+}
+
 /// Owned command-line arguments, for [`run_all`].
 pub fn args(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| (*a).to_owned()).collect()

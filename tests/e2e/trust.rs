@@ -436,14 +436,9 @@ fn twenty_signed_publishers_at_once_leave_a_verified_index() {
     );
 }
 
-#[test]
-fn a_signed_publish_killed_at_any_point_leaves_an_index_its_signature_verifies() {
-    // The index and its signature are two files; they appear together, by
-    // one swap of the channel's directory, so a publisher killed anywhere
-    // leaves the old pair or the new pair, and the channel's other
-    // packages as they were.
-    let env = TestEnv::new();
-    let (_, public) = keygen(&env, "ci");
+/// A second package, `api`, built and published signed (with `ci.key`)
+/// into `staging`: a channel that holds more than the package at stake.
+fn publish_signed_api(env: &TestEnv) {
     env.app(
         "app-api",
         &MINIMAL_PACKAGE_TOML.replace("name = \"webapp\"", "name = \"api\""),
@@ -452,7 +447,18 @@ fn a_signed_publish_killed_at_any_point_leaves_an_index_its_signature_verifies()
         .packager(["build", "app-api", "--build", "1", "--out", "out", "--json"])
         .ok()
         .json();
-    publish_signed(&env, api["artifact"].as_str().unwrap(), "staging", "ci.key");
+    publish_signed(env, api["artifact"].as_str().unwrap(), "staging", "ci.key");
+}
+
+#[test]
+fn a_signed_publish_killed_at_any_point_leaves_an_index_its_signature_verifies() {
+    // The index and its signature are two files; they appear together, by
+    // one swap of the channel's directory, so a publisher killed anywhere
+    // leaves the old pair or the new pair, and the channel's other
+    // packages as they were.
+    let env = TestEnv::new();
+    let (_, public) = keygen(&env, "ci");
+    publish_signed_api(&env);
     let arts = artifacts(&env, "1.0.0", 1..=5);
     publish_signed(&env, &arts[0].path, "staging", "ci.key");
     let points = [
@@ -543,15 +549,7 @@ fn a_listing_that_read_a_channel_directory_swapped_meanwhile_is_taken_again() {
     // and the listing must still show every package.
     let env = TestEnv::new();
     keygen(&env, "ci");
-    env.app(
-        "app-api",
-        &MINIMAL_PACKAGE_TOML.replace("name = \"webapp\"", "name = \"api\""),
-    );
-    let api = env
-        .packager(["build", "app-api", "--build", "1", "--out", "out", "--json"])
-        .ok()
-        .json();
-    publish_signed(&env, api["artifact"].as_str().unwrap(), "staging", "ci.key");
+    publish_signed_api(&env);
     let arts = artifacts(&env, "1.0.0", 1..=2);
     publish_signed(&env, &arts[0].path, "staging", "ci.key");
     let lister = paused_at(&env, "list:dir", &["list", "--repo", REPO, "--json"]);

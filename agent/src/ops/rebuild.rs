@@ -26,7 +26,7 @@ use crate::node::Node;
 use crate::ops::txn::{self, SNAPSHOT_RECORD, STAMP_KEY, SnapshotRecord, UNPACKED_STAMP};
 use crate::store::{
     EventLevel, NewRelease, NewSnapshot, ReleaseState, SnapshotKind, Store, StoreError, TxnKind,
-    TxnResult,
+    TxnResult, files_of, sidecar,
 };
 use crate::trust::{SEQUENCES_FILE, SequencesFile};
 
@@ -95,18 +95,8 @@ pub fn rebuild(node: &Node) -> Result<RebuildReport, Error> {
     Ok(report)
 }
 
-fn sidecar(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
 fn remove_db_files(path: &Path) {
-    for p in [
-        path.to_owned(),
-        sidecar(path, "-wal"),
-        sidecar(path, "-shm"),
-    ] {
+    for p in files_of(path) {
         let _ = fs::remove_file(p);
     }
 }
@@ -134,7 +124,7 @@ fn move_damaged_aside(db: &Path) -> Result<Vec<(PathBuf, PathBuf)>, Error> {
     }
     let stamp = jiff::Timestamp::now().as_second();
     let mut moved = Vec::new();
-    for p in [db.to_owned(), wal, sidecar(db, "-shm")] {
+    for p in files_of(db) {
         if p.exists() {
             let to = sidecar(&p, &format!(".damaged-{stamp}"));
             fs::rename(&p, &to).at("cannot move aside", &p)?;
@@ -143,14 +133,6 @@ fn move_damaged_aside(db: &Path) -> Result<Vec<(PathBuf, PathBuf)>, Error> {
     }
     fsutil::sync_dir(fsutil::parent_dir(db))?;
     Ok(moved)
-}
-
-fn entries(dir: &Path) -> Vec<fs::DirEntry> {
-    let mut v: Vec<fs::DirEntry> = fs::read_dir(dir)
-        .map(|d| d.flatten().collect())
-        .unwrap_or_default();
-    v.sort_by_key(|e| e.file_name());
-    v
 }
 
 /// The digest a release dir's stamp records, if it does.
@@ -163,7 +145,7 @@ fn stamp_sha256(dir: &Path) -> Option<String> {
 
 /// The cached artifact whose manifest is `manifest`, by digest.
 fn cached_with_manifest(node: &Node, manifest: &Manifest) -> Option<String> {
-    for e in entries(&node.layout.cache_dir()) {
+    for e in txn::entries(&node.layout.cache_dir()) {
         let name = e.file_name().to_string_lossy().into_owned();
         let Some(sha) = name.strip_suffix(".tar.zst") else {
             continue;
@@ -186,7 +168,7 @@ type Releases = BTreeMap<String, BTreeMap<(String, u64), Found>>;
 fn scan(node: &Node, report: &mut RebuildReport) -> Result<(Releases, Vec<FoundSnapshot>), Error> {
     let mut releases: Releases = BTreeMap::new();
     let mut snapshots = Vec::new();
-    for e in entries(&node.layout.snapshots_dir()) {
+    for e in txn::entries(&node.layout.snapshots_dir()) {
         let name = e.file_name().to_string_lossy().into_owned();
         let Ok(txn) = name.parse::<i64>() else {
             continue;
@@ -244,8 +226,8 @@ fn scan(node: &Node, report: &mut RebuildReport) -> Result<(Releases, Vec<FoundS
     }
     snapshots.sort_by_key(|s| s.txn);
 
-    for pkg in entries(&node.layout.state_dir().join("releases")) {
-        for e in entries(&pkg.path()) {
+    for pkg in txn::entries(&node.layout.state_dir().join("releases")) {
+        for e in txn::entries(&pkg.path()) {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') {
                 continue;

@@ -21,9 +21,9 @@
 //! and switch links never renamed are removed.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use berth_core::fsutil::IoResultExt;
+use berth_core::fsutil::{self, IoResultExt};
 use berth_core::manifest::Manifest;
 use berth_core::name::ReleaseId;
 use berth_core::unpack;
@@ -32,7 +32,8 @@ use crate::error::Error;
 use crate::node::Node;
 use crate::ops::txn::{self, HEALTHY_STEP, Journal, TRASH_PREFIX, UNPACKED_DETAIL};
 use crate::store::{
-    EventLevel, Release, ReleaseState, SnapshotId, StepState, Store, TxnKind, TxnRecord, TxnResult,
+    EventLevel, Release, ReleaseState, SnapshotId, StepState, Store, StoreError, TxnKind,
+    TxnRecord, TxnResult, Writer,
 };
 
 /// How recovery ended an interrupted transaction.
@@ -164,7 +165,8 @@ fn recover_switch(node: &Node, store: &mut Store, txn: TxnRecord) -> Result<Reco
     let releases = store.releases(&txn.package)?;
     let target = target_of_package(node, &releases);
     if let Some(target) = &target {
-        remove_switch_link(target, id)?;
+        // A link made for the switch and never renamed over the target.
+        fsutil::remove_file_synced(&txn::switch_link(target, id))?;
     }
     let link = target.as_deref().and_then(txn::target_of);
     let on_new = to
@@ -183,18 +185,19 @@ fn recover_switch(node: &Node, store: &mut Store, txn: TxnRecord) -> Result<Reco
             t.release.version_build()
         );
         let was_installing = t.state == ReleaseState::Installing;
-        journal.store.write(|w| {
-            if was_installing {
-                w.set_release_state(row, ReleaseState::Healthy)?;
-            }
-            w.record_event(&txn.package, Some(id), EventLevel::Warn, &detail)?;
-            w.finish_transaction(id, TxnResult::Failed, Some(&detail))
-        })?;
-        return Ok(Recovered {
+        return close(
+            journal.store,
             txn,
-            outcome: Outcome::Undone,
+            TxnResult::Failed,
+            Outcome::Undone,
             detail,
-        });
+            |w| {
+                if was_installing {
+                    w.set_release_state(row, ReleaseState::Healthy)?;
+                }
+                Ok(())
+            },
+        );
     }
 
     if let (true, Some(to)) = (on_new, &to) {
@@ -209,20 +212,21 @@ fn recover_switch(node: &Node, store: &mut Store, txn: TxnRecord) -> Result<Reco
                 "finished: {} had passed its health check; committed",
                 to.release.version_build()
             );
-            journal.store.write(|w| {
-                w.set_release_state(to_row, ReleaseState::Healthy)?;
-                w.set_current_release(to_row)?;
-                if let Some(f) = from_row.filter(|f| *f != to_row) {
-                    w.set_release_state(f, left)?;
-                }
-                w.record_event(&txn.package, Some(id), EventLevel::Warn, &detail)?;
-                w.finish_transaction(id, TxnResult::Committed, None)
-            })?;
-            return Ok(Recovered {
+            return close(
+                journal.store,
                 txn,
-                outcome: Outcome::Finished,
+                TxnResult::Committed,
+                Outcome::Finished,
                 detail,
-            });
+                |w| {
+                    w.set_release_state(to_row, ReleaseState::Healthy)?;
+                    w.set_current_release(to_row)?;
+                    if let Some(f) = from_row.filter(|f| *f != to_row) {
+                        w.set_release_state(f, left)?;
+                    }
+                    Ok(())
+                },
+            );
         }
         // Switched, never proven: back to what it replaced.
         let target = target.as_deref().expect("the link was read from it");
@@ -245,21 +249,22 @@ fn recover_switch(node: &Node, store: &mut Store, txn: TxnRecord) -> Result<Reco
         );
         let (to_row, from_row) = (to.id, from.as_ref().map(|f| f.id));
         let install = txn.kind == TxnKind::Install;
-        journal.store.write(|w| {
-            if install {
-                w.set_release_state(to_row, ReleaseState::Failed)?;
-            }
-            if let Some(f) = from_row {
-                w.set_current_release(f)?;
-            }
-            w.record_event(&txn.package, Some(id), EventLevel::Warn, &detail)?;
-            w.finish_transaction(id, TxnResult::RolledBack, Some(&detail))
-        })?;
-        return Ok(Recovered {
+        return close(
+            journal.store,
             txn,
-            outcome: Outcome::Undone,
+            TxnResult::RolledBack,
+            Outcome::Undone,
             detail,
-        });
+            |w| {
+                if install {
+                    w.set_release_state(to_row, ReleaseState::Failed)?;
+                }
+                if let Some(f) = from_row {
+                    w.set_current_release(f)?;
+                }
+                Ok(())
+            },
+        );
     }
 
     // Not on the new release: interrupted before the switch, or after
@@ -281,7 +286,7 @@ fn recover_switch(node: &Node, store: &mut Store, txn: TxnRecord) -> Result<Reco
             for s in recorded {
                 journal.store.write(|w| w.delete_snapshot(s))?;
             }
-            txn::remove_trash(&snapshot_dir)?;
+            fsutil::remove_dir_all_if_exists(&snapshot_dir)?;
             undid.push("its snapshot removed".to_owned());
         }
         if let Some(to) = &to
@@ -293,19 +298,19 @@ fn recover_switch(node: &Node, store: &mut Store, txn: TxnRecord) -> Result<Reco
                 .iter()
                 .any(|s| s.name == "unpack" && s.detail.as_deref() == Some(UNPACKED_DETAIL));
             if made && to.dir.exists() {
-                txn::remove_trash(&to.dir)?;
+                fsutil::remove_dir_all_if_exists(&to.dir)?;
                 undid.push(format!("{} unpacked by it removed", to.dir.display()));
             }
         }
     }
-    if let Some(to) = to.as_ref().filter(|_| txn.kind == TxnKind::Install) {
-        let row = to.id;
-        if to.state == ReleaseState::Installing || switched {
-            journal
-                .store
-                .write(|w| w.set_release_state(row, ReleaseState::Failed))?;
-        }
-    }
+    // An install's release ends failed (it never ran, or was switched
+    // away from).
+    let failed = to
+        .as_ref()
+        .filter(|t| {
+            txn.kind == TxnKind::Install && (t.state == ReleaseState::Installing || switched)
+        })
+        .map(|t| t.id);
     let mut detail = if switched {
         "undone: interrupted after switching back".to_owned()
     } else {
@@ -320,14 +325,11 @@ fn recover_switch(node: &Node, store: &mut Store, txn: TxnRecord) -> Result<Reco
     } else {
         TxnResult::Failed
     };
-    journal.store.write(|w| {
-        w.record_event(&txn.package, Some(id), EventLevel::Warn, &detail)?;
-        w.finish_transaction(id, result, Some(&detail))
-    })?;
-    Ok(Recovered {
-        txn,
-        outcome: Outcome::Undone,
-        detail,
+    close(journal.store, txn, result, Outcome::Undone, detail, |w| {
+        if let Some(row) = failed {
+            w.set_release_state(row, ReleaseState::Failed)?;
+        }
+        Ok(())
     })
 }
 
@@ -335,7 +337,6 @@ fn recover_switch(node: &Node, store: &mut Store, txn: TxnRecord) -> Result<Reco
 /// progress is finished by [`remove_leftovers`]; the rest waits for the
 /// next `agent gc`.
 fn close_removals(store: &mut Store, txn: TxnRecord) -> Result<Recovered, Error> {
-    let id = txn.id;
     let done = txn
         .steps
         .iter()
@@ -344,26 +345,39 @@ fn close_removals(store: &mut Store, txn: TxnRecord) -> Result<Recovered, Error>
     let detail = format!(
         "finished: interrupted after {done} removal(s); the one in progress completed, `agent gc` removes the rest"
     );
+    close(
+        store,
+        txn,
+        TxnResult::Failed,
+        Outcome::Finished,
+        detail,
+        |_| Ok(()),
+    )
+}
+
+/// Ends the interrupted `txn` as `result`, with `changes` in the same
+/// SQLite transaction and an event saying `detail` (also its error,
+/// unless it is committed).
+fn close(
+    store: &mut Store,
+    txn: TxnRecord,
+    result: TxnResult,
+    outcome: Outcome,
+    detail: String,
+    changes: impl FnOnce(&Writer<'_>) -> Result<(), StoreError>,
+) -> Result<Recovered, Error> {
+    let id = txn.id;
+    let error = (result != TxnResult::Committed).then_some(detail.as_str());
     store.write(|w| {
+        changes(w)?;
         w.record_event(&txn.package, Some(id), EventLevel::Warn, &detail)?;
-        w.finish_transaction(id, TxnResult::Failed, Some(&detail))
+        w.finish_transaction(id, result, error)
     })?;
     Ok(Recovered {
         txn,
-        outcome: Outcome::Finished,
+        outcome,
         detail,
     })
-}
-
-/// The temporary symlink a switch renames over the target, left when the
-/// process died between making it and renaming it.
-fn remove_switch_link(target: &Path, txn: crate::store::TxnId) -> Result<(), Error> {
-    let link = txn::switch_link(target, txn);
-    match fs::remove_file(&link) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(berth_core::fsutil::PathError::new("cannot remove", &link, e).into()),
-    }
 }
 
 /// What no transaction is writing any more (the caller holds the lock and
@@ -374,7 +388,7 @@ fn remove_switch_link(target: &Path, txn: crate::store::TxnId) -> Result<(), Err
 fn remove_leftovers(node: &Node, store: &mut Store) -> Result<Vec<PathBuf>, Error> {
     let mut removed = Vec::new();
     let cache = node.layout.cache_dir();
-    for e in read_dir(&cache) {
+    for e in txn::entries(&cache) {
         if e.file_name().to_string_lossy().starts_with(".tmp-") {
             fs::remove_file(e.path()).at("cannot remove", &e.path())?;
             removed.push(e.path());
@@ -383,28 +397,22 @@ fn remove_leftovers(node: &Node, store: &mut Store) -> Result<Vec<PathBuf>, Erro
     let snapshots_dir = node.layout.snapshots_dir();
     for package in store.packages()? {
         removed.extend(txn::clean_staging(node, &package)?);
-        for e in read_dir(&node.layout.releases_dir(&package)) {
+        for e in txn::entries(&node.layout.releases_dir(&package)) {
             if e.file_name().to_string_lossy().starts_with(TRASH_PREFIX) {
-                txn::remove_trash(&e.path())?;
+                fsutil::remove_dir_all_if_exists(&e.path())?;
                 removed.push(e.path());
             }
         }
     }
-    for e in read_dir(&snapshots_dir) {
+    for e in txn::entries(&snapshots_dir) {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(id) = name.strip_prefix(TRASH_PREFIX) {
             if let Ok(id) = id.parse::<i64>() {
                 let _ = store.write(|w| w.delete_snapshot(SnapshotId(id)));
             }
-            txn::remove_trash(&e.path())?;
+            fsutil::remove_dir_all_if_exists(&e.path())?;
             removed.push(e.path());
         }
     }
     Ok(removed)
-}
-
-fn read_dir(dir: &Path) -> Vec<fs::DirEntry> {
-    fs::read_dir(dir)
-        .map(|d| d.flatten().collect())
-        .unwrap_or_default()
 }

@@ -350,11 +350,8 @@ pub fn switch(target: &Path, tree: &Path, txn: TxnId) -> Result<(), Error> {
 /// Removes `target` if it is a symlink (a first install whose health check
 /// failed leaves the node as it was: without the target).
 pub fn unswitch(target: &Path) -> Result<(), Error> {
-    match fs::remove_file(target) {
-        Ok(()) => Ok(fsutil::sync_dir(target.parent().unwrap_or(Path::new("/")))?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(PathError::new("cannot remove", target, e).into()),
-    }
+    fsutil::remove_file_synced(target)?;
+    Ok(())
 }
 
 /// Refuses a target that exists and is not a symlink: berth owns it.
@@ -670,8 +667,15 @@ fn take_snapshot(
 /// Refuses, with the figures, when the filesystem holding `dir` has less
 /// than `needed` bytes free for an unprivileged writer.
 pub fn ensure_space(dir: &Path, needed: u64) -> Result<(), Error> {
-    let stat = rustix::fs::statvfs(dir)
-        .map_err(|e| PathError::new("cannot measure free space of", dir, e.into()))?;
+    ensure_bytes(dir, &statvfs(dir)?, needed)
+}
+
+fn statvfs(dir: &Path) -> Result<rustix::fs::StatVfs, Error> {
+    Ok(rustix::fs::statvfs(dir)
+        .map_err(|e| PathError::new("cannot measure free space of", dir, e.into()))?)
+}
+
+fn ensure_bytes(dir: &Path, stat: &rustix::fs::StatVfs, needed: u64) -> Result<(), Error> {
     let available = stat.f_bavail.saturating_mul(stat.f_frsize);
     if available < needed {
         return Err(Error::NoSpace {
@@ -690,10 +694,11 @@ pub fn ensure_space(dir: &Path, needed: u64) -> Result<(), Error> {
 /// counts them (tmpfs, ext4; not btrfs, which reports none).
 pub fn ensure_room_for(dir: &Path, manifest: &Manifest) -> Result<(), Error> {
     use berth_core::manifest::Entry;
-    let stat = rustix::fs::statvfs(dir)
-        .map_err(|e| PathError::new("cannot measure free space of", dir, e.into()))?;
+    let stat = statvfs(dir)?;
     let block = stat.f_frsize.max(512);
-    let entries = manifest.files.len() as u64 + manifest.hook_files.len() as u64 + 4;
+    // The release dir, files/, hooks/ and the stamp besides the entries.
+    let extra = 4;
+    let entries = (manifest.files.len() + manifest.hook_files.len()) as u64 + extra;
     let needed: u64 = manifest
         .files
         .values()
@@ -704,15 +709,8 @@ pub fn ensure_room_for(dir: &Path, manifest: &Manifest) -> Result<(), Error> {
             Entry::Symlink { .. } => 0,
         })
         .sum::<u64>()
-        + 4 * block;
-    let available = stat.f_bavail.saturating_mul(stat.f_frsize);
-    if available < needed {
-        return Err(Error::NoSpace {
-            path: dir.to_owned(),
-            needed,
-            available,
-        });
-    }
+        + extra * block;
+    ensure_bytes(dir, &stat, needed)?;
     if stat.f_files > 0 && stat.f_favail < entries {
         return Err(Error::NoInodes {
             path: dir.to_owned(),
@@ -982,12 +980,17 @@ fn rename_to_trash(dir: &Path, trash: &Path) -> Result<(), Error> {
 }
 
 /// Removes a trash directory, if there is one.
-pub fn remove_trash(trash: &Path) -> Result<(), Error> {
-    match fs::remove_dir_all(trash) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(PathError::new("cannot remove", trash, e).into()),
-    }
+fn remove_trash(trash: &Path) -> Result<(), Error> {
+    Ok(fsutil::remove_dir_all_if_exists(trash)?)
+}
+
+/// The entries of `dir` in name order; none when it cannot be read.
+pub fn entries(dir: &Path) -> Vec<fs::DirEntry> {
+    let mut v: Vec<fs::DirEntry> = fs::read_dir(dir)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    v.sort_by_key(|e| e.file_name());
+    v
 }
 
 /// Removes `dir` by renaming it to `trash` first.

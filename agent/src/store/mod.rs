@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, TransactionBehavior};
 
 pub use error::StoreError;
+pub(crate) use open::{files_of, sidecar};
 pub use output::OUTPUT_KEEP_BYTES;
 pub use records::{
     Event, EventLevel, HookExit, HookRun, NewHookRun, NewRelease, NewSnapshot, Release,

@@ -158,7 +158,7 @@ fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 fn create(path: &Path) -> Result<(), StoreError> {
     let temp = temp_path(path);
     let result = build(&temp, path).and_then(|()| link_into_place(&temp, path));
-    for leftover in [temp.clone(), sidecar(&temp, "-wal"), sidecar(&temp, "-shm")] {
+    for leftover in files_of(&temp) {
         // The temporary name is ours alone and is either linked already or
         // abandoned; a leftover only wastes a few KiB, so a failure to
         // remove it must not hide the real outcome.
@@ -232,7 +232,17 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.new-{}-{n}", std::process::id()))
 }
 
-fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+/// The database at `path` and its `-wal` and `-shm` files.
+pub(crate) fn files_of(path: &Path) -> [PathBuf; 3] {
+    [
+        path.to_owned(),
+        sidecar(path, "-wal"),
+        sidecar(path, "-shm"),
+    ]
+}
+
+/// `path` with `suffix` appended to its file name.
+pub(crate) fn sidecar(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)

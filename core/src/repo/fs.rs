@@ -435,12 +435,8 @@ impl Backend for FsBackend {
     }
 
     fn delete(&self, key: &str) -> Result<(), RepoError> {
-        let path = self.path(key);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(fsutil::sync_dir(path.parent().unwrap_or(&self.root))?),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(PathError::new("cannot delete", &path, e).into()),
-        }
+        fsutil::remove_file_synced(&self.path(key))?;
+        Ok(())
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, RepoError> {
