@@ -25,8 +25,8 @@ fn three_installed() -> Node {
     node
 }
 
-/// What `agent snapshots` says, without the row ids, times and numbers
-/// only the lost database knew.
+/// What `agent snapshots` says, without the row ids and numbers only the
+/// lost database knew (the time each was taken is on disk too).
 fn snapshot_summary(node: &Node) -> Vec<String> {
     let snaps = node.report("snapshots");
     snaps
@@ -35,8 +35,8 @@ fn snapshot_summary(node: &Node) -> Vec<String> {
         .iter()
         .map(|s: &Value| {
             format!(
-                "{} {} {} backup={} dumps={}",
-                s["release"], s["kind"], s["dir"], s["has_backup"], s["has_dumps"]
+                "{} {} {} {} backup={} dumps={}",
+                s["release"], s["created"], s["kind"], s["dir"], s["has_backup"], s["has_dumps"]
             )
         })
         .collect()

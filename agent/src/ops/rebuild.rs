@@ -66,6 +66,7 @@ struct FoundSnapshot {
     release: ReleaseId,
     kind: SnapshotKind,
     sha256: String,
+    taken_at: jiff::Timestamp,
 }
 
 pub fn rebuild(node: &Node) -> Result<RebuildReport, Error> {
@@ -222,6 +223,7 @@ fn scan(node: &Node, report: &mut RebuildReport) -> Result<(Releases, Vec<FoundS
             release,
             kind,
             sha256: record.artifact_sha256,
+            taken_at: record.taken_at,
         });
     }
     snapshots.sort_by_key(|s| s.txn);
@@ -352,6 +354,7 @@ fn fill(
             let new = NewSnapshot {
                 release: *row,
                 txn,
+                created_at: Some(s.taken_at),
                 kind: s.kind,
                 dir: &s.dir,
                 artifact_sha256: (s.kind == SnapshotKind::ArtifactRef).then_some(&s.sha256),

@@ -825,10 +825,17 @@ pub fn record_snapshot(
     sha256: &str,
 ) -> Result<i64, Error> {
     let txn = journal.txn;
+    // The row's time is the one its record on disk keeps, so that a
+    // rebuilt database says the same.
+    let taken_at = fs::read_to_string(dir.join(SNAPSHOT_RECORD))
+        .ok()
+        .and_then(|t| toml::from_str::<SnapshotRecord>(&t).ok())
+        .map(|r| r.taken_at);
     let id = journal.store.write(|w| {
         w.record_snapshot(&NewSnapshot {
             release,
             txn,
+            created_at: taken_at,
             kind,
             dir,
             artifact_sha256: (kind == SnapshotKind::ArtifactRef).then_some(sha256),

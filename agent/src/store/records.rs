@@ -231,6 +231,9 @@ pub struct NewSnapshot<'a> {
     /// The release it holds (the one being replaced); the package is its.
     pub release: ReleaseRowId,
     pub txn: TxnId,
+    /// When it was taken: now, unless a rebuild gives the time its
+    /// snapshot record kept.
+    pub created_at: Option<Timestamp>,
     pub kind: SnapshotKind,
     pub dir: &'a Path,
     /// Set exactly when `kind` is [`SnapshotKind::ArtifactRef`].

@@ -271,6 +271,7 @@ fn an_install_and_its_rollback_round_trip() {
             let id = w.record_snapshot(&NewSnapshot {
                 release: r1,
                 txn: t2,
+                created_at: None,
                 kind: SnapshotKind::ArtifactRef,
                 dir: &snap_dir,
                 artifact_sha256: Some(SHA_B),

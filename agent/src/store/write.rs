@@ -234,7 +234,8 @@ impl<'t> Writer<'t> {
                  RETURNING id",
                 params![
                     new.release.0,
-                    now_millis(),
+                    new.created_at
+                        .map_or_else(now_millis, |t| t.as_millisecond()),
                     new.kind,
                     self.path_text(new.dir)?,
                     new.artifact_sha256,
