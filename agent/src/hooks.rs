@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, kill_process_group, waitid};
 
 /// Bytes of output kept from the start, and from the end, of a hook's run.
-pub const KEPT_HEAD: usize = 64 << 10;
-pub const KEPT_TAIL: usize = 64 << 10;
+pub const KEPT_HEAD: usize = crate::store::OUTPUT_KEEP_BYTES;
+pub const KEPT_TAIL: usize = crate::store::OUTPUT_KEEP_BYTES;
 /// The most bytes read from a hook's output at once.
 pub const CHUNK: usize = 64 << 10;
 /// Chunks read and not yet handled: past this the reader waits, and so,
@@ -142,7 +142,7 @@ impl Output {
     pub fn text(&self) -> String {
         let mut text = String::from_utf8_lossy(&self.head).into_owned();
         if self.omitted() > 0 {
-            text.push_str(&format!("\n[... {} bytes omitted ...]\n", self.omitted()));
+            text.push_str(&crate::store::omission_marker(self.omitted()));
         }
         let tail: Vec<u8> = self.tail.iter().copied().collect();
         text.push_str(&String::from_utf8_lossy(&tail));
@@ -483,10 +483,7 @@ mod tests {
         assert_eq!(r.output.tail.len(), KEPT_TAIL);
         let text = r.output.text();
         assert!(text.ends_with("x\nlast line\n"), "the end is kept");
-        assert!(text.contains(&format!(
-            "[... {} bytes omitted ...]",
-            10_000_011 - (128 << 10)
-        )));
+        assert!(text.contains(&crate::store::omission_marker(10_000_011 - (128 << 10))));
     }
 
     /// Feeds `input` to [`Lines`] in chunks of `chunk` bytes; the lines

@@ -28,7 +28,7 @@ use rusqlite::{Connection, TransactionBehavior};
 
 pub use error::StoreError;
 pub(crate) use open::{files_of, sidecar};
-pub use output::OUTPUT_KEEP_BYTES;
+pub use output::{OUTPUT_KEEP_BYTES, omission_marker};
 pub use records::{
     Event, EventLevel, HookExit, HookRun, NewHookRun, NewRelease, NewSnapshot, Release,
     ReleaseRowId, ReleaseState, Snapshot, SnapshotId, SnapshotKind, Step, StepId, StepState, TxnId,

@@ -23,13 +23,23 @@ pub(super) fn bounded(text: &str) -> Cow<'_, str> {
     }
     let head_end = text.floor_char_boundary(OUTPUT_KEEP_BYTES);
     let tail_start = text.ceil_char_boundary(text.len() - OUTPUT_KEEP_BYTES);
-    let omitted = tail_start - head_end;
+    let omitted = (tail_start - head_end) as u64;
     Cow::Owned(format!(
-        "{}\n[berth: {omitted} bytes of output omitted here; the first and last {} KiB are kept]\n{}",
+        "{}{}{}",
         &text[..head_end],
-        OUTPUT_KEEP_BYTES / 1024,
+        omission_marker(omitted),
         &text[tail_start..],
     ))
+}
+
+/// The line that stands, on a line of its own, for the `omitted` bytes
+/// left out of the middle of a hook's output: the same wherever the output
+/// is cut (while the hook runs, or when it is stored).
+pub fn omission_marker(omitted: u64) -> String {
+    format!(
+        "\n[berth: {omitted} bytes of output omitted here; the first and last {} KiB are kept]\n",
+        OUTPUT_KEEP_BYTES / 1024
+    )
 }
 
 #[cfg(test)]
