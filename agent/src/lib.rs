@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod fetch;
 pub mod hooks;
+pub mod index_cache;
 pub mod layout;
 pub mod lock;
 pub mod node;
