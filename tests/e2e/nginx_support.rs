@@ -20,6 +20,10 @@
 //! | `/basic/` | everything behind basic auth, user [`USER`], password [`PASSWORD`] |
 //! | `/bearer/` | everything behind `Authorization: Bearer` [`TOKEN`] |
 //!
+//! It listens for `https://` too, on [`Nginx::tls_port`], with a
+//! certificate for 127.0.0.1 signed by a CA made for it
+//! ([`Nginx::ca_cert`]), which no system trusts.
+//!
 //! The access log has one line a request: `METHOD URI STATUS BYTES
 //! "RANGE" "IF-NONE-MATCH"` ([`Nginx::log`]); credentials are not logged.
 
@@ -59,6 +63,7 @@ pub struct Hit {
 pub struct Nginx {
     dir: tempfile::TempDir,
     pub port: u16,
+    pub tls_port: u16,
     child: Option<Child>,
     /// The socket `/stall/` proxies to: the kernel accepts connections
     /// into its backlog, and nothing ever reads or answers them.
@@ -80,6 +85,7 @@ impl Nginx {
         for sub in ["tmp", "trunc"] {
             fs::create_dir(dir.path().join(sub)).unwrap();
         }
+        make_certificates(dir.path());
         fs::write(
             dir.path().join("htpasswd"),
             format!("{USER}:{{PLAIN}}{PASSWORD}\n"),
@@ -93,15 +99,17 @@ impl Nginx {
         let mut nginx = Nginx {
             dir,
             port: 0,
+            tls_port: 0,
             child: None,
             _stall: stall,
         };
         let mut last = String::new();
         for _ in 0..5 {
             nginx.port = free_port();
+            nginx.tls_port = free_port();
             fs::write(
                 nginx.dir().join("nginx.conf"),
-                config(nginx.dir(), &repo, nginx.port, stall_port),
+                config(nginx.dir(), &repo, [nginx.port, nginx.tls_port], stall_port),
             )
             .unwrap();
             match nginx.start() {
@@ -115,6 +123,16 @@ impl Nginx {
     /// `http://127.0.0.1:PORT/PREFIX`, a repository URL.
     pub fn url(&self, prefix: &str) -> String {
         format!("http://127.0.0.1:{}/{prefix}", self.port)
+    }
+
+    /// `https://127.0.0.1:TLS_PORT/PREFIX`.
+    pub fn https_url(&self, prefix: &str) -> String {
+        format!("https://127.0.0.1:{}/{prefix}", self.tls_port)
+    }
+
+    /// The PEM certificate of the CA that signed the server's certificate.
+    pub fn ca_cert(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     /// Its own directory (config, logs, temp paths).
@@ -244,8 +262,64 @@ fn parse_hit(line: &str) -> Hit {
     }
 }
 
+/// A CA and a certificate for 127.0.0.1 it signed, by the openssl CLI,
+/// into `dir`: ca.pem, server.pem, server.key.
+fn make_certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs (Debian's openssl package; tests/run.sh installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=berth test CA"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    ca.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+    ca.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+    run(&ca);
+    let mut req = vec!["req", "-subj", "/CN=127.0.0.1"];
+    req.extend(ec);
+    req.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    run(&req);
+    fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
+}
+
 /// The server's configuration: see the module's doc.
-fn config(dir: &Path, repo: &Path, port: u16, stall_port: u16) -> String {
+fn config(dir: &Path, repo: &Path, [port, tls_port]: [u16; 2], stall_port: u16) -> String {
     let d = dir.display();
     let r = repo.display();
     format!(
@@ -269,6 +343,9 @@ http {{
     scgi_temp_path {d}/tmp/scgi;
     server {{
         listen 127.0.0.1:{port};
+        listen 127.0.0.1:{tls_port} ssl;
+        ssl_certificate {d}/server.pem;
+        ssl_certificate_key {d}/server.key;
         server_name localhost;
         location /repo/ {{ alias {r}/; }}
         location /slow/blobs/ {{ alias {r}/blobs/; limit_rate {SLOW_RATE}; }}
@@ -323,9 +400,20 @@ fn the_server_serves_logs_and_comes_back_after_a_kill() {
     let body = |env: &berth_tests::TestEnv, url: String| env.tool("curl", ["-s", &url]).stdout;
     assert_eq!(body(&env, nginx.url(&format!("repo/{blob}"))), "0123456789");
     assert_eq!(body(&env, nginx.url(&format!("trunc/{blob}"))), "0123");
-    let hits = nginx.hits("repo.toml");
+    // https:// with the test CA, and refused without it.
+    let ca = nginx.ca_cert().display().to_string();
+    let tls = env
+        .tool(
+            "curl",
+            ["-s", "--cacert", &ca, &nginx.https_url("repo/repo.toml")],
+        )
+        .stdout;
+    assert_eq!(tls, "format = 1\n");
+    assert_eq!(get(&env, nginx.https_url("repo/repo.toml")), "000");
+    let hits = nginx.hits("/repo/repo.toml");
     assert_eq!(hits[0].status, 200);
     assert_eq!(hits[0].bytes, 11);
+    assert_eq!(hits.len(), 2, "{hits:?}");
     nginx.kill();
     assert_eq!(get(&env, nginx.url("repo/repo.toml")), "000");
     nginx.restart();
