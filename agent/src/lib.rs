@@ -11,6 +11,7 @@ pub mod layout;
 pub mod lock;
 pub mod node;
 pub mod ops;
+pub mod remote;
 pub mod resolve;
 pub mod store;
 pub mod trust;

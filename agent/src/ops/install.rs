@@ -16,7 +16,7 @@ use berth_core::fsutil::{self, IoResultExt};
 use berth_core::manifest::Manifest;
 use berth_core::name::ReleaseId;
 use berth_core::progress::Progress;
-use berth_core::repo::{Open, Repository};
+use berth_core::repo::Repository;
 use berth_core::unpack;
 use berth_core::{Diagnose, Fault};
 
@@ -509,7 +509,7 @@ fn locate(node: &Node, opts: &InstallOptions) -> Result<Located, Error> {
         package: wanted.package.clone(),
     })?;
     let trust = Trust::load(node)?;
-    let (repo, _) = Repository::open(url, Open::Existing)?;
+    let repo = crate::remote::open(node, url)?;
     let channels = node.channels(&wanted.package);
     let store = node.existing_store()?;
     let cache = IndexCache::new(&node.layout, &repo.location());
