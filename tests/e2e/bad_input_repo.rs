@@ -211,20 +211,34 @@ fn malformed_release_specs_are_refused() {
 fn unsupported_repository_urls_are_refused_by_scheme() {
     let env = TestEnv::new();
     let art = artifact(&env, 1);
-    for (url, why) in [
+    for (url, shown, why) in [
         (
-            "http://example.com/berth",
-            "`http://` scheme is not supported",
+            "ftp://example.com/berth",
+            "ftp://example.com/berth",
+            "`ftp://` scheme is not supported",
         ),
-        ("s3://bucket/berth", "`s3://` scheme is not supported"),
-        ("file://relative/berth", "absolute path"),
+        (
+            "https://ci:s3cret@127.0.0.1:9/berth",
+            "https://…@127.0.0.1:9/berth",
+            "credentials in a URL",
+        ),
+        ("s3:///berth", "s3:///berth", "no bucket"),
+        (
+            "file://relative/berth",
+            "file://relative/berth",
+            "absolute path",
+        ),
     ] {
         for cmd in every_command(&art, url) {
             let run = refused(&env, &cmd, 2);
             assert_says(
                 &run,
                 "stderr",
-                &["unsupported repository", url, why, "file:///"],
+                &["unsupported repository", shown, why, "file:///"],
+            );
+            assert!(
+                !run.stderr.contains("s3cret"),
+                "a password in the URL is never printed:\n{run}"
             );
         }
     }

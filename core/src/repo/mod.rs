@@ -16,6 +16,7 @@
 mod config;
 mod fs;
 mod index;
+mod object;
 mod trust;
 
 use std::io::Read;
@@ -23,6 +24,7 @@ use std::io::Read;
 pub use config::{ChannelPolicy, NEW_REPO_TOML, RepoConfig};
 pub use fs::FsBackend;
 pub use index::{ChannelIndex, INDEX_FORMAT, ReleaseEntry};
+pub use object::{ObjectBackend, RemoteKind, RemoteOptions};
 pub use trust::{
     DEFAULT_LIFETIME, IndexOrigin, IndexSigner, Lifetime, SIGNATURE_SUFFIX, TrustError,
     verify_index,
@@ -130,6 +132,14 @@ pub enum RepoError {
         sha256: String,
         found: String,
     },
+    #[error("cannot reach `{key}` at `{repo}`: {reason}")]
+    Remote {
+        repo: String,
+        key: String,
+        reason: String,
+    },
+    #[error("the repository `{repo}` cannot be written here: {reason}")]
+    ReadOnly { repo: String, reason: String },
     #[error("cannot sign the index of `{package}` in channel `{channel}`: {source}")]
     Sign {
         channel: String,
@@ -147,6 +157,7 @@ impl Diagnose for RepoError {
             | RepoError::Invalid { .. }
             | RepoError::TooLarge { .. }
             | RepoError::Vanished { .. }
+            | RepoError::Remote { .. }
             | RepoError::Aborted => Fault::Failure,
             _ => Fault::Input,
         }
@@ -155,7 +166,13 @@ impl Diagnose for RepoError {
     fn hint(&self) -> Option<String> {
         match self {
             RepoError::UnsupportedUrl { .. } => Some(
-                "give a directory path or a `file:///absolute/path` URL".into(),
+                "give a directory path, a `file:///absolute/path`, an `http(s)://host/path` or an `s3://bucket/prefix` URL (docs/repository.md)".into(),
+            ),
+            RepoError::Remote { .. } => Some(
+                "check the URL, the network and the credentials; the request was tried again with backoff before this error (the `retries` setting)".into(),
+            ),
+            RepoError::ReadOnly { .. } => Some(
+                "publish into the storage the server serves (a directory or an s3:// bucket); agents read it over HTTP".into(),
             ),
             RepoError::NotARepository { .. } | RepoError::NotADirectory { .. } => Some(
                 "point `--repo` at an existing repository, or at a missing or empty directory for `packager publish` to create one".into(),
@@ -343,9 +360,25 @@ impl Repository {
     /// [`Open::CreateIfMissing`] a missing or empty directory becomes a new
     /// repository; the second value says whether that happened.
     pub fn open(url: &str, how: Open) -> Result<(Repository, bool), RepoError> {
-        let path = local_path(url)?;
-        let (backend, created) = FsBackend::open(&path, how)?;
-        let backend: Box<dyn Backend> = Box::new(backend);
+        Repository::open_with(url, how, &RemoteOptions::default())
+    }
+
+    /// [`Repository::open`] with the client settings for a remote
+    /// repository (`http(s)://`, `s3://`).
+    pub fn open_with(
+        url: &str,
+        how: Open,
+        remote: &RemoteOptions,
+    ) -> Result<(Repository, bool), RepoError> {
+        let (backend, created): (Box<dyn Backend>, bool) =
+            match ObjectBackend::for_url(url, remote)? {
+                Some(backend) => (Box::new(backend), false),
+                None => {
+                    let path = local_path(url)?;
+                    let (backend, created) = FsBackend::open(&path, how)?;
+                    (Box::new(backend), created)
+                }
+            };
         let config = match backend.read(REPO_TOML)? {
             Some(bytes) => RepoConfig::parse(&bytes).map_err(|reason| RepoError::BadConfig {
                 repo: backend.location(),
@@ -783,7 +816,7 @@ fn local_path(url: &str) -> Result<std::path::PathBuf, RepoError> {
         return Err(RepoError::UnsupportedUrl {
             url: url.into(),
             reason: format!(
-                "the `{scheme}://` scheme is not supported by this version of berth, only local directories"
+                "the `{scheme}://` scheme is not supported: berth reads and writes local directories, `http(s)://` servers (read only) and `s3://` buckets"
             ),
         });
     }
