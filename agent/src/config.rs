@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use berth_core::name;
+pub use berth_core::repo::Secret;
 use serde::Deserialize;
 
 /// A parsed and checked `agent.toml`.
@@ -135,29 +136,6 @@ impl HttpConfig {
             ),
             _ => Ok(()),
         }
-    }
-}
-
-/// A credential from agent.toml: never printed (its `Debug` says
-/// `<redacted>`), and no message quotes it.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Secret {
-        Secret(value)
-    }
-
-    /// The value, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
     }
 }
 

@@ -332,9 +332,11 @@ pub fn write_sequences(node: &crate::node::Node, store: &Store) -> Result<(), cr
             .collect(),
     };
     let text = toml::to_string(&file).expect("sequences serialize");
-    berth_core::fsutil::write_atomic(
-        &node.layout.state_dir().join(SEQUENCES_FILE),
-        text.as_bytes(),
-    )?;
+    let path = node.layout.state_dir().join(SEQUENCES_FILE);
+    // A re-poll that accepted the same sequences leaves the file alone.
+    if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+        return Ok(());
+    }
+    berth_core::fsutil::write_atomic(&path, text.as_bytes())?;
     Ok(())
 }

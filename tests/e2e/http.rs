@@ -150,7 +150,7 @@ fn install_upgrade_and_rollback_over_http_with_indexes_revalidated() {
     let again = &index[index_hits..];
     assert_eq!(again.len(), 1, "{index:?}");
     assert_eq!(again[0].status, 304, "{index:?}");
-    assert!(again[0].if_none_match.starts_with('"'), "{index:?}");
+    assert_ne!(again[0].if_none_match, "-", "asked with the ETag: {index:?}");
     let sig = h.nginx.hits("/staging/webapp.json.minisig");
     assert_eq!(sig.last().unwrap().status, 304, "{sig:?}");
     assert_eq!(h.blob_hits(&sha1).len(), 1);
@@ -396,7 +396,7 @@ fn basic_and_bearer_credentials_come_from_the_config_and_are_never_printed() {
         &["--repo", &url, "--channel", "staging", "install", "webapp"],
         2,
     );
-    assert_says(&run, "stderr", &["credentials", "agent.toml"]);
+    assert_says(&run, "stderr", &["credentials in a URL", "configuration"]);
     assert!(!format!("{run}").contains(PASSWORD), "{run}");
 }
 

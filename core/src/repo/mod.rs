@@ -24,7 +24,7 @@ use std::io::Read;
 pub use config::{ChannelPolicy, NEW_REPO_TOML, RepoConfig};
 pub use fs::FsBackend;
 pub use index::{ChannelIndex, INDEX_FORMAT, ReleaseEntry};
-pub use object::{ObjectBackend, RemoteKind, RemoteOptions};
+pub use object::{HttpAuth, ObjectBackend, RemoteKind, RemoteOptions, Secret};
 pub use trust::{
     DEFAULT_LIFETIME, IndexOrigin, IndexSigner, Lifetime, SIGNATURE_SUFFIX, TrustError,
     verify_index,
@@ -169,7 +169,7 @@ impl Diagnose for RepoError {
                 "give a directory path, a `file:///absolute/path`, an `http(s)://host/path` or an `s3://bucket/prefix` URL (docs/repository.md)".into(),
             ),
             RepoError::Remote { .. } => Some(
-                "check the URL, the network and the credentials; the request was tried again with backoff before this error (the `retries` setting)".into(),
+                "check the URL, the network and the credentials; an https:// server whose certificate comes from a private CA needs that CA's certificate (the agent's `--ca-cert`); the request was tried again with backoff before this error (the `retries` setting)".into(),
             ),
             RepoError::ReadOnly { .. } => Some(
                 "publish into the storage the server serves (a directory or an s3:// bucket); agents read it over HTTP".into(),
