@@ -150,7 +150,10 @@ fn install_upgrade_and_rollback_over_http_with_indexes_revalidated() {
     let again = &index[index_hits..];
     assert_eq!(again.len(), 1, "{index:?}");
     assert_eq!(again[0].status, 304, "{index:?}");
-    assert_ne!(again[0].if_none_match, "-", "asked with the ETag: {index:?}");
+    assert_ne!(
+        again[0].if_none_match, "-",
+        "asked with the ETag: {index:?}"
+    );
     let sig = h.nginx.hits("/staging/webapp.json.minisig");
     assert_eq!(sig.last().unwrap().status, 304, "{sig:?}");
     assert_eq!(h.blob_hits(&sha1).len(), 1);
