@@ -430,3 +430,40 @@ fn https_needs_the_servers_ca_from_ca_cert_or_the_config() {
     let run = h.node.agent(&[&args[..], &["--json"]].concat()).ok();
     assert_eq!(run.json()["changed"], false, "{run}");
 }
+
+#[test]
+fn a_download_draws_a_bar_on_a_terminal_and_nothing_when_piped() {
+    let mut h = HttpNode::new("");
+    h.node.env.set("TERM", "xterm");
+    let v1 = rel("1.0.0", 1).noise(768);
+    h.node.publish(&v1);
+    // `script` runs the agent on a pseudo-terminal; `/slow/` makes the
+    // download last about three seconds.
+    let script = format!(
+        "{} --root {} --repo {} --channel staging install webapp",
+        berth_tests::bin("agent").display(),
+        h.node.root().display(),
+        h.nginx.url("slow")
+    );
+    let run = h
+        .node
+        .env
+        .tool("script", ["-qefc", &script, "/dev/null"])
+        .ok();
+    assert!(run.stdout.contains("fetching"), "no `fetching` bar:\n{run}");
+    h.node.assert_current(&v1.vb());
+    // Piped, on another node: not a byte of a bar.
+    let other = h.node.env.join("other");
+    let run = Run::from(
+        h.node
+            .env
+            .cmd("agent")
+            .args(["--root", other.to_str().unwrap(), "--trusted-key", "ci.pub"])
+            .args(["--repo", &h.nginx.url("slow"), "--channel", "staging"])
+            .args(["install", "webapp"])
+            .output()
+            .unwrap(),
+    )
+    .ok();
+    assert!(!run.stderr.contains("fetching"), "{run}");
+}
