@@ -114,7 +114,6 @@ big_sha=$sha
 big_size=$(stat -c %s "$artifact")
 files=$(find "$work/$PKG/dist" -type f | wc -l)
 make_release "$PKG-fleet" "$FLEET_FILES" "$FLEET_MB"
-fleet_sha=$sha
 fleet_size=$(stat -c %s "$artifact")
 
 # --- nginx ---------------------------------------------------------------------
