@@ -7,14 +7,15 @@ cd "$(dirname "$0")/.."
 
 # Interop peers and tools the end-to-end tests run for real (the ready hooks'
 # tests: curl, sqlite3, the PostgreSQL client and server, runuser; prlimit
-# for the agent run under a memory cap).
+# for the agent run under a memory cap; nginx serves repositories over HTTP,
+# at /usr/sbin, which may not be on PATH).
 declare -A package_of=(
     [tar]=tar [zstd]=zstd [git]=git [sha256sum]=coreutils [script]=bsdutils
     [mkfifo]=coreutils [python3]=python3 [curl]=curl [sqlite3]=sqlite3
     [psql]=postgresql-client [pg_dump]=postgresql-client
     [pg_restore]=postgresql-client [runuser]=util-linux [flock]=util-linux
     [prlimit]=util-linux
-    [minisign]=minisign
+    [minisign]=minisign [openssl]=openssl
 )
 missing=()
 for tool in "${!package_of[@]}"; do
@@ -23,6 +24,7 @@ done
 # The PostgreSQL server (initdb, pg_ctl) is not on PATH: Debian puts it in
 # /usr/lib/postgresql/<version>/bin, where tests/e2e/hooks.rs looks for it.
 compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
+[ -x /usr/sbin/nginx ] || missing+=(nginx)
 if [ ${#missing[@]} -gt 0 ]; then
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     echo "installing: ${missing[*]}" >&2

@@ -24,6 +24,7 @@ use crate::commands;
         Examples:\n  \
         agent --repo /srv/berth --channel staging install webapp\n  \
         agent --trusted-key /etc/berth/keys/ci.pub --repo /srv/berth --channel staging install webapp\n  \
+        agent --repo https://berth.example.com/repo --ca-cert /etc/berth/ca.pem --channel production install webapp\n  \
         agent install --file webapp_1.4.2+173.tar.zst\n  \
         agent status\n  \
         agent rollback webapp\n  \
@@ -45,7 +46,8 @@ pub struct Global {
     /// The configuration file [default: <root>/etc/berth/agent.toml]
     #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
-    /// The repository: a directory or a file:// URL (overrides agent.toml)
+    /// The repository: a directory, a file:// URL, or an http:// or
+    /// https:// URL of a server that serves one (overrides agent.toml)
     #[arg(long, env = "BERTH_REPO", value_name = "PATH_OR_URL", global = true)]
     pub repo: Option<String>,
     /// A channel to read, repeatable, first wins (overrides agent.toml)
@@ -58,6 +60,11 @@ pub struct Global {
     /// (on top of agent.toml's trusted_keys)
     #[arg(long = "trusted-key", value_name = "FILE", global = true)]
     pub trusted_keys: Vec<PathBuf>,
+    /// Trust the CA certificates of this PEM file for an https://
+    /// repository, on top of the system's roots (overrides agent.toml's
+    /// http.ca_cert)
+    #[arg(long = "ca-cert", value_name = "FILE", global = true)]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

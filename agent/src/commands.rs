@@ -38,6 +38,7 @@ pub fn run(global: Global, command: Command) -> Result<u8, Error> {
         channels: global.channels,
         wait: Duration::from_secs(global.wait),
         trusted_keys: global.trusted_keys,
+        ca_cert: global.ca_cert,
     })?;
     match command {
         Command::Install {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use berth_core::name;
+pub use berth_core::repo::Secret;
 use serde::Deserialize;
 
 /// A parsed and checked `agent.toml`.
@@ -27,6 +28,115 @@ pub struct Config {
     /// Per-package settings.
     #[serde(default)]
     pub packages: BTreeMap<String, PackageConfig>,
+    /// How an `http://` or `https://` repository is read.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// `[http]`: timeouts, retries, TLS roots and credentials for a
+/// repository served over HTTP(S).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Seconds to wait for a connection to be made.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Seconds without a byte from the server, waiting for its answer or
+    /// in the middle of a download, after which the attempt fails.
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout_secs: u64,
+    /// Attempts after the first one for a request that failed on the way
+    /// (connection refused or reset, a timeout, a 5xx answer): with
+    /// exponential backoff, and a download resumes with `Range` where it
+    /// stopped. 0: no retry.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Seconds after a request's first attempt past which it is not tried
+    /// again.
+    #[serde(default = "default_retry_timeout")]
+    pub retry_timeout_secs: u64,
+    /// A PEM file of CA certificates trusted for `https://` on top of the
+    /// system's roots (a path on the node, under `--root`).
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    /// Basic authentication: the user, with `password` or `password_file`.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Bearer authentication (`Authorization: Bearer TOKEN`).
+    #[serde(default)]
+    pub token: Option<Secret>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+fn default_connect_timeout() -> u64 {
+    10
+}
+
+fn default_stall_timeout() -> u64 {
+    30
+}
+
+fn default_retries() -> u32 {
+    8
+}
+
+fn default_retry_timeout() -> u64 {
+    120
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            connect_timeout_secs: default_connect_timeout(),
+            stall_timeout_secs: default_stall_timeout(),
+            retries: default_retries(),
+            retry_timeout_secs: default_retry_timeout(),
+            ca_cert: None,
+            username: None,
+            password: None,
+            password_file: None,
+            token: None,
+            token_file: None,
+        }
+    }
+}
+
+impl HttpConfig {
+    fn check(&self) -> Result<(), String> {
+        for (key, value) in [
+            ("connect_timeout_secs", self.connect_timeout_secs),
+            ("stall_timeout_secs", self.stall_timeout_secs),
+            ("retry_timeout_secs", self.retry_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(format!("http.{key} must be at least 1"));
+            }
+        }
+        let password = self.password.is_some() as u8 + self.password_file.is_some() as u8;
+        let token = self.token.is_some() as u8 + self.token_file.is_some() as u8;
+        if password > 1 {
+            return Err("http.password and http.password_file: give one of them".into());
+        }
+        if token > 1 {
+            return Err("http.token and http.token_file: give one of them".into());
+        }
+        match (&self.username, password, token) {
+            (Some(_), 0, _) => {
+                Err("http.username needs http.password or http.password_file".into())
+            }
+            (None, 1, _) => Err("http.password needs http.username".into()),
+            (Some(_), _, 1) => Err(
+                "http.username and http.token: a repository takes basic or bearer credentials, not both"
+                    .into(),
+            ),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// How many snapshots the node keeps, by count and by bytes.
@@ -114,7 +224,18 @@ impl Config {
 
     /// Parses and checks the text of `agent.toml`; `Err` is the reason.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        // The message and where, never the line itself: it may hold a
+        // credential.
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim_end();
+            match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    format!("{message} (line {line})")
+                }
+                None => message.to_owned(),
+            }
+        })?;
         let all_channels = config
             .channels
             .iter()
@@ -122,6 +243,7 @@ impl Config {
         for c in all_channels {
             name::check_channel(c).map_err(|e| e.to_string())?;
         }
+        config.http.check()?;
         for (package, p) in &config.packages {
             name::check_package_name(package).map_err(|e| e.to_string())?;
             if p.keep_releases == Some(0) {
@@ -188,6 +310,45 @@ channels = ["staging"]
         assert!(e.contains("invalid package name"), "{e}");
         let e = Config::parse("[packages.webapp]\nkeep_releases = 0").unwrap_err();
         assert!(e.contains("at least 1"), "{e}");
+    }
+
+    #[test]
+    fn http_settings_have_defaults_and_credentials_are_checked_and_never_printed() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.http, HttpConfig::default());
+        assert_eq!(
+            (
+                c.http.connect_timeout_secs,
+                c.http.stall_timeout_secs,
+                c.http.retries
+            ),
+            (10, 30, 8)
+        );
+        let c = Config::parse(
+            "[http]\nretries = 0\nstall_timeout_secs = 5\nusername = \"deploy\"\npassword = \"hunter2\"\n",
+        )
+        .unwrap();
+        assert_eq!((c.http.retries, c.http.stall_timeout_secs), (0, 5));
+        assert!(!format!("{c:?}").contains("hunter2"), "{c:?}");
+        for (text, says) in [
+            ("[http]\nusername = \"u\"", "needs http.password"),
+            ("[http]\npassword = \"p\"", "needs http.username"),
+            (
+                "[http]\ntoken = \"t\"\ntoken_file = \"/f\"",
+                "give one of them",
+            ),
+            (
+                "[http]\nusername = \"u\"\npassword = \"p\"\ntoken = \"t\"",
+                "not both",
+            ),
+            ("[http]\nstall_timeout_secs = 0", "at least 1"),
+            ("[http]\nretry = 3", "unknown field `retry`"),
+            ("[http]\nusername = \"u\"\npassword = hunter2", "(line 3)"),
+        ] {
+            let e = Config::parse(text).unwrap_err();
+            assert!(e.contains(says), "{text}: {e}");
+            assert!(!e.contains("hunter2"));
+        }
     }
 
     #[test]

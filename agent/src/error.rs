@@ -48,6 +48,8 @@ pub enum Error {
 
     #[error("no repository to read `{package}` from")]
     NoRepository { package: String },
+    #[error("http.{key} cannot be used: {reason}")]
+    HttpSetting { key: String, reason: String },
     #[error("there is no artifact at `{}`", path.display())]
     ArtifactMissing { path: PathBuf },
     #[error("the artifact `{}` changed while it was being installed", path.display())]
@@ -194,6 +196,19 @@ impl Diagnose for Error {
                 "pass `--channel C`, or list channels in agent.toml".into()
             }
             Error::Resolve(_) => "`packager list --repo REPO` shows what the repository holds".into(),
+            Error::HttpSetting { .. } => {
+                "fix the path in agent.toml's [http] table (docs/agent.md); the file holds the credential alone, on one line".into()
+            }
+            Error::Fetch(FetchError::Missing { .. }) => {
+                "the repository's server does not have a file its index lists: the repository was copied or synced incompletely, or a `packager gc` ran on another copy; publish the release again, or fix the server's copy".into()
+            }
+            Error::Fetch(FetchError::Digest { .. }) => {
+                "nothing was installed: the bytes that arrived are not the ones the index names (a download cut short, a proxy or CDN serving another copy, or an altered file); run the command again, and if it persists check the repository's blob".into()
+            }
+            Error::Fetch(FetchError::Download { .. }) => {
+                "nothing was installed; the download was tried again with backoff before this error (agent.toml's [http] `retries`, `stall_timeout_secs`): check the server and the network, then run the command again".into()
+            }
+            Error::Fetch(FetchError::Repo(e)) => return e.hint(),
             Error::NoRepository { .. } => {
                 "pass `--repo R`, set BERTH_REPO, or set `repository` in agent.toml; or install a file with `--file ARTIFACT`".into()
             }

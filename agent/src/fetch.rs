@@ -5,7 +5,7 @@
 //! damaged cache is noticed and fetched anew rather than installed.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use berth_core::digest::{self, HashingReader};
@@ -49,6 +49,12 @@ pub enum FetchError {
         actual: String,
         size: u64,
     },
+    #[error("the download of {key} from `{repo}` failed: {reason}")]
+    Download {
+        repo: String,
+        key: String,
+        reason: String,
+    },
     #[error(transparent)]
     Repo(#[from] RepoError),
     #[error(transparent)]
@@ -90,9 +96,21 @@ pub fn fetch(
     progress.start("fetching", entry.size);
     // One byte more than expected is enough to know it is too large.
     let mut reader = HashingReader::new(ProgressReader::new(blob.take(entry.size + 1), progress));
-    let copied = io::copy(&mut reader, tmp.as_file_mut());
+    let copied = copy(&mut reader, tmp.as_file_mut());
     progress.finish();
-    copied.at("cannot write the cache", tmp.path())?;
+    match copied {
+        Ok(()) => {}
+        Err(Copy::Read(e)) => {
+            return Err(FetchError::Download {
+                repo: repo.location(),
+                key,
+                reason: e.to_string(),
+            });
+        }
+        Err(Copy::Write(e)) => {
+            return Err(PathError::new("cannot write the cache", tmp.path(), e).into());
+        }
+    }
     let (actual, size) = reader.finish();
     if size > entry.size {
         return Err(FetchError::TooLarge {
@@ -116,6 +134,27 @@ pub fn fetch(
         cached: false,
         replaced_damaged,
     })
+}
+
+/// Which side of a copy failed.
+enum Copy {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// `io::copy` that tells a failed read (the repository: a connection cut
+/// off after the retries, a stall) from a failed write (the node's disk).
+fn copy(from: &mut impl Read, to: &mut impl Write) -> Result<(), Copy> {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Copy::Read(e)),
+        };
+        to.write_all(&buf[..n]).map_err(Copy::Write)?;
+    }
 }
 
 /// Opens a cached artifact for reading.

@@ -29,6 +29,9 @@ pub struct NodeOptions {
     /// `--trusted-key FILE`, repeatable: public keys trusted on top of
     /// agent.toml's `trusted_keys`.
     pub trusted_keys: Vec<PathBuf>,
+    /// `--ca-cert FILE`: CA certificates for an https:// repository, on
+    /// top of the system's roots; overrides agent.toml's `http.ca_cert`.
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// A node opened for a command.

@@ -19,9 +19,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use berth_core::repo::{ChannelIndex, IndexOrigin, Repository, TrustError, verify_index};
+use berth_core::repo::{
+    ChannelIndex, IndexOrigin, RepoError, Repository, TrustError, index_key, verify_index,
+};
 use berth_core::sign::{PublicKey, SignError};
 
+use crate::index_cache::{Entry, IndexCache, Read};
 use crate::node::Node;
 use crate::resolve::{IndexSource, ResolveError};
 use crate::store::{Store, StoreError};
@@ -84,9 +87,13 @@ impl Trust {
 pub struct IndexReader<'a> {
     repo: &'a Repository,
     trust: &'a Trust,
+    /// The node's copies of the indexes, revalidated with the server.
+    cache: IndexCache,
     /// The highest sequence accepted before, per (channel, package).
     highest: HashMap<(String, String), u64>,
     accepted: std::cell::RefCell<Vec<Accepted>>,
+    /// The indexes read, to keep once the command succeeds.
+    keep: std::cell::RefCell<Vec<Entry>>,
 }
 
 /// A signed index that passed every check.
@@ -103,6 +110,7 @@ impl<'a> IndexReader<'a> {
     pub fn new(
         repo: &'a Repository,
         trust: &'a Trust,
+        cache: IndexCache,
         store: Option<&Store>,
         package: &str,
         channels: &[String],
@@ -124,14 +132,61 @@ impl<'a> IndexReader<'a> {
         Ok(IndexReader {
             repo,
             trust,
+            cache,
             highest,
             accepted: Default::default(),
+            keep: Default::default(),
         })
     }
 
     /// The signed indexes accepted so far.
     pub fn accepted(&self) -> Vec<Accepted> {
         self.accepted.borrow().clone()
+    }
+
+    /// The indexes used so far that the node may keep a copy of
+    /// ([`crate::index_cache`]), to be saved once the command succeeds.
+    pub fn kept(&self) -> Vec<Entry> {
+        self.keep.borrow().clone()
+    }
+
+    fn used(&self, read: Read) {
+        if let Some(entry) = read.keep {
+            self.keep.borrow_mut().push(entry);
+        }
+    }
+
+    /// An unsigned repository's index: parsed, and read again from the
+    /// server when the node's copy does not parse.
+    fn unverified(
+        &self,
+        channel: &str,
+        package: &str,
+    ) -> Result<Option<ChannelIndex>, ResolveError> {
+        let mut use_copy = true;
+        loop {
+            let Some(read) = self
+                .cache
+                .read(self.repo, channel, package, false, use_copy)?
+            else {
+                return Ok(None);
+            };
+            match ChannelIndex::parse(&read.stored.bytes, channel, package) {
+                Ok(index) => {
+                    self.used(read);
+                    return Ok(Some(index));
+                }
+                Err(_) if read.from_copy => use_copy = false,
+                Err(reason) => {
+                    return Err(RepoError::Invalid {
+                        repo: self.repo.location(),
+                        key: index_key(channel, package),
+                        reason,
+                    }
+                    .into());
+                }
+            }
+        }
     }
 
     fn verified(&self, channel: &str, package: &str) -> Result<Option<ChannelIndex>, ResolveError> {
@@ -146,10 +201,18 @@ impl<'a> IndexReader<'a> {
             .get(&(channel.to_owned(), package.to_owned()))
             .copied();
         let mut last = None;
+        // The node's copy is used for the first read only: when the copy is
+        // refused, the server's current bytes decide.
+        let mut use_copy = true;
         for attempt in 0..=RACE_RETRIES {
-            let Some(stored) = self.repo.index_bytes(channel, package)? else {
+            let Some(read) = self
+                .cache
+                .read(self.repo, channel, package, true, use_copy)?
+            else {
                 return Ok(None);
             };
+            let from_copy = std::mem::replace(&mut use_copy, false) && read.from_copy;
+            let stored = &read.stored;
             let now = jiff::Timestamp::now();
             match verify_index(
                 &self.trust.keys,
@@ -172,14 +235,16 @@ impl<'a> IndexReader<'a> {
                         package: package.to_owned(),
                         sequence: index.sequence,
                     });
+                    self.used(read);
                     return Ok(Some(index));
                 }
+                Err(_) if from_copy => {}
                 Err(TrustError::Signature { source, .. })
                     if matches!(*source, SignError::BadSignature { .. })
                         && attempt < RACE_RETRIES
-                        && last.as_ref() != Some(&stored) =>
+                        && last.as_ref() != Some(stored) =>
                 {
-                    last = Some(stored);
+                    last = Some(read.stored);
                     std::thread::sleep(RACE_PAUSE);
                 }
                 Err(e) => return Err(e.into()),
@@ -194,7 +259,7 @@ impl IndexSource for IndexReader<'_> {
         if self.trust.is_authenticated() {
             self.verified(channel, package)
         } else {
-            Ok(self.repo.index(channel, package)?)
+            self.unverified(channel, package)
         }
     }
 }
@@ -267,9 +332,11 @@ pub fn write_sequences(node: &crate::node::Node, store: &Store) -> Result<(), cr
             .collect(),
     };
     let text = toml::to_string(&file).expect("sequences serialize");
-    berth_core::fsutil::write_atomic(
-        &node.layout.state_dir().join(SEQUENCES_FILE),
-        text.as_bytes(),
-    )?;
+    let path = node.layout.state_dir().join(SEQUENCES_FILE);
+    // A re-poll that accepted the same sequences leaves the file alone.
+    if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+        return Ok(());
+    }
+    berth_core::fsutil::write_atomic(&path, text.as_bytes())?;
     Ok(())
 }

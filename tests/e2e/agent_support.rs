@@ -42,6 +42,8 @@ pub struct Rel {
     pub slow: Vec<&'static str>,
     /// Extra payload files, `dist/data/<i / 100>/<i>.txt`.
     pub files: usize,
+    /// KiB of incompressible bytes in `dist/noise.bin` (0: no such file).
+    pub noise_kib: usize,
     /// Hooks whose work is this shell text instead of the usual.
     pub scripts: Vec<(&'static str, String)>,
     /// `[hooks] timeout_secs`.
@@ -58,6 +60,7 @@ pub fn rel(version: &'static str, build: u64) -> Rel {
         unstartable: Vec::new(),
         slow: Vec::new(),
         files: 0,
+        noise_kib: 0,
         scripts: Vec::new(),
         timeout_secs: 30,
     }
@@ -85,6 +88,12 @@ impl Rel {
     /// `n` more payload files, a few hundred bytes each, 100 per directory.
     pub fn files(mut self, n: usize) -> Rel {
         self.files = n;
+        self
+    }
+
+    /// `kib` KiB of incompressible payload: an artifact that large.
+    pub fn noise(mut self, kib: usize) -> Rel {
+        self.noise_kib = kib;
         self
     }
 
@@ -319,6 +328,13 @@ impl Node {
         }
         for hook in &r.slow {
             write(&app.join(format!("dist/slow-{hook}")), "");
+        }
+        if r.noise_kib > 0 {
+            fs::write(
+                app.join("dist/noise.bin"),
+                berth_tests::incompressible(r.noise_kib << 10),
+            )
+            .unwrap();
         }
         for i in 0..r.files {
             write(

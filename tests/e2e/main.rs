@@ -26,6 +26,8 @@ mod gc;
 mod help;
 mod hooks;
 mod hostile;
+mod http;
+mod nginx_support;
 mod progress;
 mod publish;
 mod quickstart;

@@ -114,16 +114,11 @@ pub fn artifact(env: &TestEnv, build: u64) -> Artifact {
 /// writing its blob takes a while and a kill can land in the middle.
 pub fn big_app(env: &TestEnv, version: &str, mib: usize) {
     let dir = app(env, &format!("app-{version}"), version);
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut bytes = Vec::with_capacity(mib << 20);
-    while bytes.len() < mib << 20 {
-        // xorshift64: cheap bytes zstd cannot shrink.
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        bytes.extend_from_slice(&state.to_le_bytes());
-    }
-    fs::write(dir.join("dist/noise.bin"), bytes).unwrap();
+    fs::write(
+        dir.join("dist/noise.bin"),
+        berth_tests::incompressible(mib << 20),
+    )
+    .unwrap();
 }
 
 /// Builds 1.4.2+BUILD, then changes a payload file and builds 1.4.2+BUILD

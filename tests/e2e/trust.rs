@@ -578,7 +578,7 @@ fn a_listing_that_read_a_channel_directory_swapped_meanwhile_is_taken_again() {
 
 /// A node whose repository's staging channel is signed with `ci.key`, and
 /// which trusts `ci.pub` through agent.toml.
-fn signed_node() -> Node {
+pub fn signed_node() -> Node {
     let mut node = Node::new();
     keygen(&node.env, "ci");
     node.env.set("BERTH_SIGN_KEY", "ci.key");

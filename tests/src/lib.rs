@@ -325,6 +325,18 @@ pub fn env_number(name: &str, default: usize) -> usize {
     }
 }
 
+/// `len` bytes zstd cannot shrink, the same on every run (xorshift64 from
+/// a fixed seed): payloads whose artifacts are as large as they are.
+pub fn incompressible(len: usize) -> Vec<u8> {
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
+    let mut bytes = Vec::with_capacity(len + 8);
+    while bytes.len() < len {
+        bytes.extend_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    bytes.truncate(len);
+    bytes
+}
+
 /// A small deterministic generator (xorshift), so that a failing random
 /// run can be repeated from its printed seed.
 #[derive(Debug)]

@@ -16,12 +16,13 @@ use berth_core::fsutil::{self, IoResultExt};
 use berth_core::manifest::Manifest;
 use berth_core::name::ReleaseId;
 use berth_core::progress::Progress;
-use berth_core::repo::{Open, Repository};
+use berth_core::repo::Repository;
 use berth_core::unpack;
 use berth_core::{Diagnose, Fault};
 
 use crate::error::Error;
 use crate::fetch;
+use crate::index_cache::{self, IndexCache};
 use crate::node::Node;
 use crate::ops::recover;
 use crate::ops::txn::{self, HookContext, Journal};
@@ -93,12 +94,18 @@ pub fn install(
     // The floor rises once the artifact the index names is in hand: an
     // artifact refused (too large, wrong digest) leaves the state as it was.
     let accepted = match &located {
-        Located::Repo { repo, accepted, .. } => Some((repo.location(), accepted.clone())),
+        Located::Repo {
+            repo,
+            accepted,
+            kept,
+            ..
+        } => Some((repo.location(), accepted.clone(), kept.clone())),
         Located::File { .. } => None,
     };
     let source = obtain(node, located, progress)?;
-    if let Some((repo, accepted)) = accepted {
+    if let Some((repo, accepted, (cache, kept))) = accepted {
         trust::record(node, &mut store, &accepted, &repo)?;
+        index_cache::save_all(&cache, &kept);
     }
     let release = source.manifest.release();
     let package = release.name.clone();
@@ -450,6 +457,9 @@ enum Located {
         /// The signed indexes the resolution accepted: their sequences
         /// become the node's floor once it holds the lock.
         accepted: Vec<trust::Accepted>,
+        /// The indexes read, for the node's copies (conditional GET next
+        /// time), saved with the floor.
+        kept: (IndexCache, Vec<index_cache::Entry>),
     },
 }
 
@@ -499,16 +509,26 @@ fn locate(node: &Node, opts: &InstallOptions) -> Result<Located, Error> {
         package: wanted.package.clone(),
     })?;
     let trust = Trust::load(node)?;
-    let (repo, _) = Repository::open(url, Open::Existing)?;
+    let repo = crate::remote::open(node, url)?;
     let channels = node.channels(&wanted.package);
     let store = node.existing_store()?;
-    let reader = IndexReader::new(&repo, &trust, store.as_ref(), &wanted.package, &channels)?;
+    let cache = IndexCache::new(&node.layout, &repo.location());
+    let reader = IndexReader::new(
+        &repo,
+        &trust,
+        cache.clone(),
+        store.as_ref(),
+        &wanted.package,
+        &channels,
+    )?;
     let resolved = resolve::resolve(&reader, wanted, &channels)?;
     let accepted = reader.accepted();
+    let kept = reader.kept();
     Ok(Located::Repo {
         repo: Box::new(repo),
         resolved: Box::new(resolved),
         accepted,
+        kept: (cache, kept),
     })
 }
 

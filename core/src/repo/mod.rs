@@ -24,7 +24,7 @@ use std::io::Read;
 pub use config::{ChannelPolicy, NEW_REPO_TOML, RepoConfig};
 pub use fs::FsBackend;
 pub use index::{ChannelIndex, INDEX_FORMAT, ReleaseEntry};
-pub use object::{ObjectBackend, RemoteKind, RemoteOptions};
+pub use object::{HttpAuth, ObjectBackend, RemoteKind, RemoteOptions, Secret};
 pub use trust::{
     DEFAULT_LIFETIME, IndexOrigin, IndexSigner, Lifetime, SIGNATURE_SUFFIX, TrustError,
     verify_index,
@@ -169,7 +169,7 @@ impl Diagnose for RepoError {
                 "give a directory path, a `file:///absolute/path`, an `http(s)://host/path` or an `s3://bucket/prefix` URL (docs/repository.md)".into(),
             ),
             RepoError::Remote { .. } => Some(
-                "check the URL, the network and the credentials; the request was tried again with backoff before this error (the `retries` setting)".into(),
+                "check the URL, the network and the credentials; an https:// server whose certificate comes from a private CA needs that CA's certificate (the agent's `--ca-cert`); the request was tried again with backoff before this error (the `retries` setting)".into(),
             ),
             RepoError::ReadOnly { .. } => Some(
                 "publish into the storage the server serves (a directory or an s3:// bucket); agents read it over HTTP".into(),
@@ -230,6 +230,25 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn location(&self) -> String;
     /// The whole content of a small object (repo.toml, an index).
     fn read(&self, key: &str) -> Result<Option<Vec<u8>>, RepoError>;
+    /// The content of a small object unless it is still the one `known`
+    /// describes (an HTTP conditional GET: `If-None-Match` with the ETag,
+    /// `If-Modified-Since` with the date). A backend without validators
+    /// reads the object as [`Backend::read`] does and returns empty
+    /// [`Validators`], which a caller has nothing to keep of.
+    fn read_if_changed(
+        &self,
+        key: &str,
+        known: Option<&Validators>,
+    ) -> Result<Conditional, RepoError> {
+        let _ = known;
+        Ok(match self.read(key)? {
+            None => Conditional::Missing,
+            Some(bytes) => Conditional::Changed {
+                bytes,
+                validators: Validators::default(),
+            },
+        })
+    }
     /// A stream of an object's content (a blob).
     fn open(&self, key: &str) -> Result<Option<Box<dyn Read + Send>>, RepoError>;
     /// The size of an object, or `None` when it does not exist.
@@ -260,6 +279,38 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// a live writer is still making; reports both. With `dry_run`,
     /// removes nothing.
     fn sweep_abandoned(&self, dry_run: bool) -> Result<Sweep, RepoError>;
+}
+
+/// What a server said identifies one version of an object: its ETag and
+/// its modification time, for a conditional read
+/// ([`Backend::read_if_changed`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Validators {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<jiff::Timestamp>,
+}
+
+impl Validators {
+    /// Whether there is anything to revalidate with.
+    pub fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none()
+    }
+}
+
+/// What a conditional read found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conditional {
+    /// The object does not exist.
+    Missing,
+    /// The object is still the one the validators describe (HTTP 304).
+    NotModified,
+    /// The object's content, and what identifies this version of it.
+    Changed {
+        bytes: Vec<u8>,
+        validators: Validators,
+    },
 }
 
 /// A write that was begun and never finished, and whose writer is gone.

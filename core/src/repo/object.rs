@@ -19,7 +19,7 @@ use futures::stream::BoxStream;
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, GetOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 
-use super::{Backend, MAX_SMALL_OBJECT, RepoError, Sweep, UpdateFn};
+use super::{Backend, Conditional, MAX_SMALL_OBJECT, RepoError, Sweep, UpdateFn, Validators};
 
 /// How the client talks to a remote repository: the settings a node's or a
 /// CI job's configuration gives.
@@ -33,8 +33,14 @@ pub struct RemoteOptions {
     /// stalled server): a limit on silence, not on a download's length.
     pub stall_timeout: Duration,
     /// How many times a request is tried again after a connection error or
-    /// a 5xx answer, with an exponential backoff between tries.
+    /// a 5xx answer, with an exponential backoff between tries. A download
+    /// cut off is tried again from where it stopped (`Range`), when the
+    /// server still has the same object (the same ETag).
     pub retries: usize,
+    /// No retry starts later than this after a request's first try.
+    pub retry_timeout: Duration,
+    /// Credentials for an `http(s)://` server, sent with every request.
+    pub auth: Option<HttpAuth>,
 }
 
 impl Default for RemoteOptions {
@@ -44,7 +50,61 @@ impl Default for RemoteOptions {
             connect_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(30),
             retries: 5,
+            retry_timeout: Duration::from_secs(120),
+            auth: None,
         }
+    }
+}
+
+/// A credential: never printed (its `Debug` says `<redacted>`), and no
+/// message quotes it.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// How an HTTP server is told who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpAuth {
+    /// `Authorization: Basic base64(user:password)`.
+    Basic { user: String, password: Secret },
+    /// `Authorization: Bearer TOKEN`.
+    Bearer(Secret),
+}
+
+impl HttpAuth {
+    /// The `Authorization` header, marked sensitive (left out of the HTTP
+    /// client's debug output).
+    fn header(&self) -> Result<object_store::HeaderValue, String> {
+        use base64::Engine;
+        let value = match self {
+            HttpAuth::Basic { user, password } => format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{user}:{}", password.expose()))
+            ),
+            HttpAuth::Bearer(token) => format!("Bearer {}", token.expose()),
+        };
+        let mut header = object_store::HeaderValue::from_str(&value)
+            .map_err(|_| "the credentials hold characters an HTTP header cannot carry (a newline, a control character)".to_owned())?;
+        header.set_sensitive(true);
+        Ok(header)
     }
 }
 
@@ -106,9 +166,10 @@ impl ObjectBackend {
                 RemoteKind::S3 => "the URL has no bucket, e.g. `s3://releases/berth`".into(),
             }));
         }
-        let client = client_options(options).map_err(unsupported)?;
+        let client = client_options(options, kind).map_err(unsupported)?;
         let retry = RetryConfig {
             max_retries: options.retries,
+            retry_timeout: options.retry_timeout,
             ..RetryConfig::default()
         };
         let store: Arc<dyn ObjectStore> = match kind {
@@ -160,11 +221,43 @@ impl ObjectBackend {
         })
     }
 
+    /// The whole body of a small object (repo.toml, an index), refused
+    /// past [`MAX_SMALL_OBJECT`].
+    fn small(&self, key: &str, got: object_store::GetResult) -> Result<Vec<u8>, RepoError> {
+        if got.meta.size > MAX_SMALL_OBJECT {
+            return Err(RepoError::TooLarge {
+                path: format!("{}/{key}", self.url),
+                max: MAX_SMALL_OBJECT,
+            });
+        }
+        let mut reader = StreamReader {
+            runtime: self.runtime.clone(),
+            stream: got.into_stream(),
+            chunk: bytes::Bytes::new(),
+        }
+        .take(MAX_SMALL_OBJECT + 1);
+        let mut bytes = Vec::new();
+        reader
+            .read_to_end(&mut bytes)
+            .map_err(|e| RepoError::Remote {
+                repo: self.url.clone(),
+                key: key.to_owned(),
+                reason: e.to_string(),
+            })?;
+        if bytes.len() as u64 > MAX_SMALL_OBJECT {
+            return Err(RepoError::TooLarge {
+                path: format!("{}/{key}", self.url),
+                max: MAX_SMALL_OBJECT,
+            });
+        }
+        Ok(bytes)
+    }
+
     fn remote_error(&self, key: &str, e: object_store::Error) -> RepoError {
         RepoError::Remote {
             repo: self.url.clone(),
             key: key.to_owned(),
-            reason: e.to_string(),
+            reason: error_chain(&e),
         }
     }
 
@@ -193,8 +286,25 @@ impl ObjectBackend {
     }
 }
 
+/// An error and its causes, each said once: the HTTP client's own message
+/// ("error sending request") says little, its sources why (a timeout, a
+/// certificate no root vouches for, a refused connection).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// The HTTP client's settings from berth's.
-fn client_options(options: &RemoteOptions) -> Result<ClientOptions, String> {
+fn client_options(options: &RemoteOptions, kind: RemoteKind) -> Result<ClientOptions, String> {
     let mut client = ClientOptions::new()
         .with_connect_timeout(options.connect_timeout)
         .with_read_timeout(options.stall_timeout)
@@ -217,6 +327,12 @@ fn client_options(options: &RemoteOptions) -> Result<ClientOptions, String> {
             client = client.with_root_certificate(cert);
         }
     }
+    // S3 signs its requests itself; these are for a plain HTTP server.
+    if let (Some(auth), RemoteKind::Http) = (&options.auth, kind) {
+        let mut headers = object_store::HeaderMap::new();
+        headers.insert("authorization", auth.header()?);
+        client = client.with_default_headers(headers);
+    }
     Ok(client)
 }
 
@@ -232,7 +348,7 @@ impl Read for StreamReader {
         while self.chunk.is_empty() {
             match self.runtime.block_on(self.stream.next()) {
                 Some(Ok(chunk)) => self.chunk = chunk,
-                Some(Err(e)) => return Err(io::Error::other(e)),
+                Some(Err(e)) => return Err(io::Error::other(error_chain(&e))),
                 None => return Ok(0),
             }
         }
@@ -248,36 +364,42 @@ impl Backend for ObjectBackend {
     }
 
     fn read(&self, key: &str) -> Result<Option<Vec<u8>>, RepoError> {
-        let Some(got) = self.get(key, GetOptions::default())? else {
-            return Ok(None);
+        match self.get(key, GetOptions::default())? {
+            Some(got) => self.small(key, got).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn read_if_changed(
+        &self,
+        key: &str,
+        known: Option<&Validators>,
+    ) -> Result<Conditional, RepoError> {
+        let known = known.cloned().unwrap_or_default();
+        let options = GetOptions {
+            if_none_match: known.etag,
+            if_modified_since: known
+                .last_modified
+                .map(|t| std::time::SystemTime::from(t).into()),
+            ..GetOptions::default()
         };
-        if got.meta.size > MAX_SMALL_OBJECT {
-            return Err(RepoError::TooLarge {
-                path: format!("{}/{key}", self.url),
-                max: MAX_SMALL_OBJECT,
-            });
-        }
-        let mut reader = StreamReader {
-            runtime: self.runtime.clone(),
-            stream: got.into_stream(),
-            chunk: bytes::Bytes::new(),
-        }
-        .take(MAX_SMALL_OBJECT + 1);
-        let mut bytes = Vec::new();
-        reader
-            .read_to_end(&mut bytes)
-            .map_err(|e| RepoError::Remote {
-                repo: self.url.clone(),
-                key: key.to_owned(),
-                reason: e.to_string(),
-            })?;
-        if bytes.len() as u64 > MAX_SMALL_OBJECT {
-            return Err(RepoError::TooLarge {
-                path: format!("{}/{key}", self.url),
-                max: MAX_SMALL_OBJECT,
-            });
-        }
-        Ok(Some(bytes))
+        let path = self.path(key)?;
+        let got = match self.runtime.block_on(self.store.get_opts(&path, options)) {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Conditional::Missing),
+            Err(object_store::Error::NotModified { .. }) => return Ok(Conditional::NotModified),
+            Err(e) => return Err(self.remote_error(key, e)),
+        };
+        let modified = std::time::SystemTime::from(got.meta.last_modified);
+        let validators = Validators {
+            etag: got.meta.e_tag.clone(),
+            // A server that gives no Last-Modified gets the epoch here.
+            last_modified: jiff::Timestamp::try_from(modified)
+                .ok()
+                .filter(|t| *t != jiff::Timestamp::UNIX_EPOCH),
+        };
+        let bytes = self.small(key, got)?;
+        Ok(Conditional::Changed { bytes, validators })
     }
 
     fn open(&self, key: &str) -> Result<Option<Box<dyn Read + Send>>, RepoError> {
